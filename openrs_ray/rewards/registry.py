@@ -1,0 +1,95 @@
+"""Named reward functions and the weighted combination used to score one sample.
+
+Config files name rewards ("accuracy", "format", "tag_count", "cosine") with weights; this module
+maps names to functions of a single RewardContext so every reward sees the same inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from openrs_ray.rewards import math_answer, shaping
+
+__all__ = ["REWARD_FUNCTIONS", "RewardContext", "score_sample", "validate_reward_names"]
+
+
+@dataclass(frozen=True)
+class RewardContext:
+    """Everything a reward function may look at for one completion."""
+
+    completion: str
+    gold: str
+    length: int  # completion length for the cosine reward, in tokens or characters (rewards.cosine_length_unit)
+    max_len: int  # length at which the cosine reward reaches its end value
+
+    @functools.cached_property
+    def accuracy(self) -> float:
+        """Answer correctness (1.0/0.0), computed at most once per context.
+
+        Memoised on the instance because it is by far the most expensive reward (SymPy) and both
+        "accuracy" and "cosine" need it. cached_property writes the instance __dict__ directly, so it
+        works on a frozen dataclass and leaves equality/hashing (fields only) untouched. The module
+        attribute is looked up at call time so tests can count calls. UnparsableGold is not cached
+        and propagates to the caller.
+        """
+        return math_answer.accuracy_reward(self.completion, self.gold)
+
+
+def _accuracy(ctx: RewardContext) -> float:
+    """Registry entry: 1.0 if the final answer matches the gold, else 0.0."""
+    return ctx.accuracy
+
+
+def _format(ctx: RewardContext) -> float:
+    """Registry entry: Open-RS's single-"\\n</think>\\n" format rule."""
+    return shaping.format_reward(ctx.completion)
+
+
+def _tag_count(ctx: RewardContext) -> float:
+    """Registry entry: partial credit for think tags."""
+    return shaping.tag_count_reward(ctx.completion)
+
+
+def _cosine(ctx: RewardContext) -> float:
+    """Registry entry: correctness scaled by completion length."""
+    return shaping.cosine_reward(ctx.accuracy == 1.0, ctx.length, ctx.max_len)
+
+
+REWARD_FUNCTIONS: dict[str, Callable[[RewardContext], float]] = {
+    "accuracy": _accuracy,
+    "format": _format,
+    "tag_count": _tag_count,
+    "cosine": _cosine,
+}
+
+
+def _unknown_names(names: Iterable[str]) -> list[str]:
+    """Return the names not in the registry, in the order given."""
+    return [name for name in names if name not in REWARD_FUNCTIONS]
+
+
+def validate_reward_names(names: Iterable[str]) -> None:
+    """Raise ValueError (listing the known names) if any name is not a registered reward.
+
+    Meant for config validation, so a typo fails at startup rather than at the first scored batch.
+    """
+    unknown = _unknown_names(names)
+    if unknown:
+        raise ValueError(f"unknown reward function(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
+
+
+def score_sample(ctx: RewardContext, weights: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Score one completion: return the weighted total and each named component (unweighted).
+
+    Accuracy is computed at most once even when "accuracy" and "cosine" are both requested.
+    Raises KeyError (listing the known names) for an unknown name, before any reward is computed,
+    and lets math_answer.UnparsableGold propagate so the caller can drop and count the sample.
+    """
+    unknown = _unknown_names(weights)
+    if unknown:
+        raise KeyError(f"unknown reward function(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
+    components = {name: REWARD_FUNCTIONS[name](ctx) for name in weights}
+    total = sum(weights[name] * value for name, value in components.items())
+    return float(total), components

@@ -1,0 +1,54 @@
+"""The run folder: resolved config.yaml and one metrics.jsonl line per step."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from openrs_ray.config import RunConfig, dump_config
+from openrs_ray.types import ScoredGroup
+
+
+class RunFolder:
+    """Creates output_dir and appends step metrics to metrics.jsonl."""
+
+    def __init__(self, cfg: RunConfig, overwrite: bool = False) -> None:
+        self.path = Path(cfg.output_dir)
+        self.metrics_path = self.path / "metrics.jsonl"
+        if self.metrics_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"output_dir {self.path} already holds a run (metrics.jsonl); choose another output_dir "
+                "or pass --overwrite"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.path / "config.yaml")
+        self.metrics_path.write_text("")
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing)."""
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+
+def _mean(xs: list[float]) -> float:
+    return float(statistics.fmean(xs)) if xs else 0.0
+
+
+def rollout_metrics(groups: list[ScoredGroup]) -> dict[str, Any]:
+    """Reward, accuracy and length statistics of the groups trained on in one step."""
+    rewards = [r for g in groups for r in g.rewards]
+    lengths = [len(r.completion_ids) for g in groups for r in g.rollouts]
+    names = sorted({n for g in groups for n in g.components})
+    out: dict[str, Any] = {
+        "reward_mean": _mean(rewards),
+        "reward_std": float(statistics.pstdev(rewards)) if rewards else 0.0,
+        "accuracy_mean": _mean([a for g in groups for a in g.components.get("accuracy", [])]),
+        "completion_tokens": sum(lengths),
+        "completion_length_mean": _mean([float(n) for n in lengths]),
+        "truncated_ratio": _mean([float(r.finish_reason == "length") for g in groups for r in g.rollouts]),
+    }
+    for name in names:
+        out[f"reward/{name}"] = _mean([v for g in groups for v in g.components.get(name, [])])
+    return out

@@ -1,0 +1,91 @@
+"""Typed objects exchanged between the roles of the flow.
+
+prompts → generators → verifier pool → rollout buffer → learners → weight broadcast → generators
+
+Components never reference each other; they pass these plain dataclasses (cheap to pickle through
+the Ray object store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One problem, rendered for the policy."""
+
+    uid: str  # stable id: "<source>:<row>"; recorded per step so resume can be checked
+    text: str  # chat-rendered prompt text, exactly what the generator sees
+    token_ids: list[int]  # tokenised `text` (no truncation: over-long prompts are dropped upstream)
+    answer: str  # gold answer (LaTeX, plain number, or GSM8K's "#### 18" already stripped)
+
+
+@dataclass
+class Rollout:
+    """One sampled completion of a prompt."""
+
+    prompt_uid: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    completion_text: str
+    sampling_logprobs: list[float]  # logprob of each completion token under the sampling engine
+    finish_reason: str  # "stop" or "length" (truncated)
+    engine_id: int
+    weight_version: int
+
+
+@dataclass
+class ScoredGroup:
+    """All `num_generations` rollouts of one prompt, with their rewards."""
+
+    prompt: Prompt
+    rollouts: list[Rollout]
+    rewards: list[float]  # combined, weighted reward per rollout
+    components: dict[str, list[float]] = field(default_factory=dict)  # per reward function
+    weight_version: int = 0  # the oldest version among the rollouts
+    dropped: bool = False  # gold answer unparsable: never trained on (counted, not silent)
+    verify_errors: int = 0  # rollouts whose scoring raised (scored zero, counted)
+
+
+@dataclass
+class TrainBatch:
+    """Rows of (prompt, completion) to train on; the learner pads them itself."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    advantages: list[float]
+    sampling_logprobs: list[list[float]]
+    weight_versions: list[int]
+    loss_weights: list[float]  # 1.0 for real rows, 0.0 for rows that only pad a shard to equal length
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    def select(self, pick: slice | list[int]) -> TrainBatch:
+        if isinstance(pick, slice):
+            return TrainBatch(*(getattr(self, f.name)[pick] for f in fields(self)))
+        return TrainBatch(*([getattr(self, f.name)[i] for i in pick] for f in fields(self)))
+
+    def shard(self, rank: int, world_size: int, rows: int) -> TrainBatch:
+        """Rows `rank::world_size` (round-robin balances lengths), padded to exactly `rows`.
+
+        Every learner must run the same number of backward passes (ZeRO reduces inside each), so a
+        short shard is filled with copies of its first row that carry zero loss weight.
+        """
+        part = self.select(slice(rank, None, world_size))
+        if len(part) > rows:
+            raise ValueError(f"shard of {len(part)} rows exceeds the {rows} rows a learner takes per step")
+        src = part if len(part) else self
+        pad = src.select([0] * (rows - len(part)))
+        pad.loss_weights = [0.0] * len(pad)
+        return TrainBatch(*(getattr(part, f.name) + getattr(pad, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class WeightVersion:
+    """A published set of policy weights."""
+
+    version: int
+    num_bytes: int
+    num_tensors: int
