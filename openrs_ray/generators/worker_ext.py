@@ -33,4 +33,22 @@ class WeightSyncExtension:
                     yield name, tensor
 
         self.model_runner.reload_weights(weights_iterator=tensors(), is_checkpoint_format=True)
+        _retie_lm_head(self.model_runner.get_model(), self.model_runner.model_config.hf_config)
         return count
+
+
+def _retie_lm_head(model: torch.nn.Module, hf_config: object) -> None:
+    """Make a tied LM head compute with the reloaded input embedding.
+
+    vLLM's layerwise reload re-processes `embed_tokens` but not the `lm_head` tied to it (its documented
+    limitation: tied parameters only reflect one parent). On CPU the head's GEMM keeps its own packed
+    copy of the weight, so logits would silently use the old embedding. Re-tie the parameter (reload
+    may have replaced it) and redo the head's post-load processing.
+    """
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if not getattr(hf_config, "tie_word_embeddings", False) or lm_head is None or embed is None:
+        return
+    if lm_head.weight is not embed.weight:
+        lm_head.tie_weights(embed)
+    lm_head.quant_method.process_weights_after_loading(lm_head)
