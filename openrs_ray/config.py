@@ -271,12 +271,14 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "extra_forbidden") else ""
-        lines.append(f"{where}: {msg}{got}")
+        scalar = not isinstance(e["input"], dict | list) and e["type"] != "missing"
+        got = f" (got {e['input']!r})" if scalar and e["type"] != "extra_forbidden" else ""
+        where = ".".join(str(p) for p in e["loc"])
+        # Cross-field checks (model validators) have no location: their message starts with the key.
+        lines.append(f"{where}: {msg}{got}" if where else msg)
     return "; ".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
 import os
 import socket
@@ -159,6 +161,13 @@ class DeepSpeedLearner(Learner):
         return refs, total, count
 
     def shutdown(self) -> None:
-        """Leave the process group."""
+        """Leave the process group and remove any shared-memory all-reduce buffer of this group."""
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        # DeepSpeed's CPU shm all-reduce (used when LOCAL_SIZE == world size) names its buffers after
+        # uid, master address and port; it never unlinks them. Remove exactly ours.
+        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if addr and port:
+            for path in glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_*"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
