@@ -100,8 +100,10 @@ class RewardsConfig(_Section):
     """Weighted reward components; each is also logged on its own."""
     num_workers: int = Field(default=2, ge=1)
     """Verifier actors in the pool."""
-    timeout_s: float = Field(default=30.0, gt=0)
-    """Longest wait for one scored group; a group past it scores zero and is counted."""
+    sample_timeout_s: float = Field(default=10.0, gt=0)
+    """Hard limit on scoring one completion (enforced by killing a child process); late means reward 0."""
+    timeout_s: float = Field(default=600.0, gt=0)
+    """Backstop on waiting for one scored group (e.g. all verifier actors lost); past it the group is dropped."""
     cosine_max_len: int | None = Field(default=None, ge=1)
     """Length at which the cosine reward reaches its end value (None: max_completion_length)."""
     cosine_length_unit: Literal["tokens", "chars"] = "tokens"

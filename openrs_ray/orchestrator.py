@@ -98,8 +98,10 @@ class Orchestrator:
             "groups_trained": len(groups),
             "dropped_unparsable": taken.dropped_unparsable,
             "dropped_too_long": self.prompts.dropped_too_long,
-            "verify_timeouts": taken.verify_timeouts,
+            "verify_timeouts": taken.sample_timeouts,
+            "verify_group_timeouts": taken.group_timeouts,
             "verify_errors": taken.verify_errors,
+            "verifier_restarts": self.verifiers.count_restarts(),
             "prompt_uids": [p.uid for p in prompts],
         }
 

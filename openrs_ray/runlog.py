@@ -51,4 +51,6 @@ def rollout_metrics(groups: list[ScoredGroup]) -> dict[str, Any]:
     }
     for name in names:
         out[f"reward/{name}"] = _mean([v for g in groups for v in g.components.get(name, [])])
+    if "language" in names:  # share of completions with any letters outside the prompt's script
+        out["language_drift_rate"] = _mean([float(v < 0) for g in groups for v in g.components["language"]])
     return out

@@ -46,6 +46,7 @@ class ScoredGroup:
     weight_version: int = 0  # the oldest version among the rollouts
     dropped: bool = False  # gold answer unparsable: never trained on (counted, not silent)
     verify_errors: int = 0  # rollouts whose scoring raised (scored zero, counted)
+    verify_timeouts: int = 0  # rollouts whose scoring ran past rewards.sample_timeout_s (scored zero)
 
 
 @dataclass

@@ -19,7 +19,8 @@ class TakeStats:
 
     groups: int = 0
     dropped_unparsable: int = 0
-    verify_timeouts: int = 0
+    group_timeouts: int = 0  # groups never scored in time (dropped)
+    sample_timeouts: int = 0  # completions scored 0 because scoring ran past its limit
     verify_errors: int = 0
     stale: int = 0
 
@@ -53,11 +54,12 @@ class RolloutBuffer:
         groups: list[ScoredGroup] = []
         for ref, version in taken:
             if ref not in ready_set:
-                stats.verify_timeouts += 1
+                stats.group_timeouts += 1
                 ray.cancel(ref, force=False)
                 continue
             group: ScoredGroup = ray.get(ref)
             stats.verify_errors += group.verify_errors
+            stats.sample_timeouts += group.verify_timeouts
             if group.dropped:
                 stats.dropped_unparsable += 1
             elif learner_version - version > self.cfg.max_staleness:

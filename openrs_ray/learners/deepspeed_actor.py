@@ -109,7 +109,10 @@ class DeepSpeedLearner(Learner):
             loss, metrics = policy_loss(
                 logprobs, logprobs.detach(), torch.tensor(mb.advantages, dtype=logprobs.dtype), cmask,
                 loss_type=lc.loss_type, epsilon=lc.epsilon, epsilon_high=lc.epsilon_high, beta=0.0,
-                max_completion_length=gen.max_completion_length, num_items_in_batch=num_items_in_batch,
+                max_completion_length=gen.max_completion_length,
+                # DeepSpeed averages gradients over ranks; dividing by tokens/world_size gives the
+                # global token mean, exactly as TRL normalises dapo under DDP.
+                num_items_in_batch=num_items_in_batch / self.world_size,
             )  # fmt: skip
             self.engine.backward(loss)
             self.engine.step()

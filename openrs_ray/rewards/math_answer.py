@@ -78,14 +78,11 @@ def accuracy_reward(completion: str, gold: str) -> float:
     gold_parsed = parse_gold(gold)
     if gold_parsed is None:
         raise UnparsableGold(f"cannot parse gold answer {gold!r}")
-    try:
-        answer_parsed = parse(completion, extraction_config=_COMPLETION_TARGETS, parsing_timeout=None)
-        if not answer_parsed:
-            return 0.0
-        # verify() wraps a non-list argument as a single item, so a tuple must become a list here;
-        # argument order matters (gold first) for assignment/equation handling.
-        return 1.0 if verify(list(gold_parsed), answer_parsed, timeout_seconds=None) else 0.0
-    except Exception:
-        # Model output is adversarial to the parser (deep nesting, huge exponents, ...): a failure
-        # to read it is simply a wrong answer, never a crash of the scoring worker.
+    # An exception escaping math-verify (it catches most itself) propagates: the verifier scores the
+    # sample 0 and counts it as an error, rather than hiding it as an ordinary wrong answer.
+    answer_parsed = parse(completion, extraction_config=_COMPLETION_TARGETS, parsing_timeout=None)
+    if not answer_parsed:
         return 0.0
+    # verify() wraps a non-list argument as a single item, so a tuple must become a list here;
+    # argument order matters (gold first) for assignment/equation handling.
+    return 1.0 if verify(list(gold_parsed), answer_parsed, timeout_seconds=None) else 0.0

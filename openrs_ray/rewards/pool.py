@@ -1,17 +1,20 @@
 """VerifierPool: CPU Ray actors that score whole groups of rollouts.
 
-math-verify runs with its SIGALRM timeouts off (signals only work in the main thread; verl saw every
-MATH score come back 0 inside Ray worker threads). The hard time bound is the pool's: a group whose
-score does not arrive within `rewards.timeout_s` is scored zero and counted by the buffer.
+Each actor scores a group's samples in a killable child process (rewards/sandbox.py), so no sample
+takes longer than `rewards.sample_timeout_s` and no scoring failure reaches the run: it is a zero
+reward and a counted metric. A verifier actor that dies is restarted by Ray (`max_restarts`) and its
+unfinished calls are retried there (`max_task_retries`), so the ObjectRefs the buffer holds stay valid.
 """
 
 from __future__ import annotations
 
+import uuid
+
 import ray
 
 from openrs_ray.config import RunConfig
-from openrs_ray.rewards.math_answer import UnparsableGold
-from openrs_ray.rewards.registry import RewardContext, score_sample
+from openrs_ray.rewards.registry import RewardContext
+from openrs_ray.rewards.sandbox import SampleScorer
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 
@@ -20,49 +23,83 @@ class Verifier:
 
     def __init__(self, cfg: RunConfig) -> None:
         rc = cfg.rewards
-        self.weights = {f.name: f.weight for f in rc.functions}
-        self.weights.setdefault("accuracy", 0.0)  # always measured: the run's headline metric
+        weights = {f.name: f.weight for f in rc.functions}
+        weights.setdefault("accuracy", 0.0)  # always measured: the run's headline metric
+        self.names = list(weights)
         self.max_len = rc.cosine_max_len or cfg.generation.max_completion_length
         self.unit = rc.cosine_length_unit
+        self.scorer = SampleScorer(weights, rc.sample_timeout_s)
+        self.incarnation = uuid.uuid4().hex  # changes when Ray restarts this actor
+
+    def whoami(self) -> str:
+        """This actor process's incarnation id (the pool counts restarts with it)."""
+        return self.incarnation
+
+    def _context(self, prompt: Prompt, r: Rollout) -> RewardContext:
+        length = len(r.completion_ids) if self.unit == "tokens" else len(r.completion_text)
+        return RewardContext(r.completion_text, prompt.answer, length, self.max_len, prompt=prompt.text)
 
     def score(self, prompt: Prompt, rollouts: list[Rollout]) -> ScoredGroup:
         """Weighted reward per rollout plus each component; an unparsable gold drops the group."""
-        rewards: list[float] = []
-        components: dict[str, list[float]] = {name: [] for name in self.weights}
-        errors = 0
-        for r in rollouts:
-            length = len(r.completion_ids) if self.unit == "tokens" else len(r.completion_text)
-            ctx = RewardContext(r.completion_text, prompt.answer, length, self.max_len)
-            try:
-                total, parts = score_sample(ctx, self.weights)
-            except UnparsableGold:
-                return ScoredGroup(prompt, rollouts, [0.0] * len(rollouts), dropped=True)
-            except Exception:  # noqa: BLE001 - bad model output must score zero, never crash the run
-                total, parts, errors = 0.0, dict.fromkeys(self.weights, 0.0), errors + 1
-            rewards.append(total)
-            for name, value in parts.items():
-                components[name].append(value)
+        outcomes = self.scorer.score([self._context(prompt, r) for r in rollouts])
         version = min(r.weight_version for r in rollouts)
-        return ScoredGroup(prompt, rollouts, rewards, components, version, verify_errors=errors)
+        if any(o.status == "unparsable" for o in outcomes):
+            return ScoredGroup(prompt, rollouts, [0.0] * len(rollouts), weight_version=version, dropped=True)
+        components = {n: [o.components.get(n, 0.0) for o in outcomes] for n in self.names}
+        return ScoredGroup(
+            prompt, rollouts, [o.total for o in outcomes], components, version,
+            verify_errors=sum(o.status == "error" for o in outcomes),
+            verify_timeouts=sum(o.status == "timeout" for o in outcomes),
+        )  # fmt: skip
+
+    def shutdown(self) -> None:
+        """Stop the scoring child process."""
+        self.scorer.close()
 
 
 class VerifierPool:
-    """`rewards.num_workers` Verifier actors; groups are spread round-robin."""
+    """`rewards.num_workers` Verifier actors; groups go to the actor with the fewest in flight."""
 
     def __init__(self, cfg: RunConfig) -> None:
-        actor_cls = ray.remote(Verifier).options(num_cpus=cfg.cluster.verifier_cpus)
-        self.actors = [actor_cls.remote(cfg) for _ in range(cfg.rewards.num_workers)]
-        self._next = 0
+        self.cfg = cfg
+        self._actor_cls = ray.remote(Verifier).options(
+            num_cpus=cfg.cluster.verifier_cpus, max_restarts=-1, max_task_retries=-1
+        )
+        self.actors = [self._actor_cls.remote(cfg) for _ in range(cfg.rewards.num_workers)]
+        self._in_flight: list[list[ray.ObjectRef]] = [[] for _ in self.actors]
+        self._incarnations: list[str | None] = [None] * len(self.actors)
+        self.restarts = 0
+
+    def _least_loaded(self) -> int:
+        for refs in self._in_flight:  # forget finished calls
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+            refs[:] = [r for r in refs if r not in done]
+        return min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
 
     def score(self, groups: list[tuple[Prompt, list[Rollout]]]) -> list[ray.ObjectRef]:
         """Submit groups for scoring; returns one ObjectRef[ScoredGroup] per group, without waiting."""
         refs = []
         for prompt, rollouts in groups:
-            refs.append(self.actors[self._next].score.remote(prompt, rollouts))
-            self._next = (self._next + 1) % len(self.actors)
+            i = self._least_loaded()
+            ref = self.actors[i].score.remote(prompt, rollouts)
+            self._in_flight[i].append(ref)
+            refs.append(ref)
         return refs
 
+    def count_restarts(self) -> int:
+        """Restarts seen so far (an actor answering with a new incarnation id was restarted by Ray)."""
+        ids = ray.get([a.whoami.remote() for a in self.actors], timeout=self.cfg.rewards.timeout_s)
+        for i, new in enumerate(ids):
+            if self._incarnations[i] is not None and new != self._incarnations[i]:
+                self.restarts += 1
+            self._incarnations[i] = new
+        return self.restarts
+
     def shutdown(self) -> None:
-        """End the verifier actors."""
+        """Stop the scoring children, then end the actors."""
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=30)
+        except Exception:  # noqa: BLE001 - a dead actor must not stop the others' cleanup
+            pass
         for a in self.actors:
-            ray.kill(a)
+            ray.kill(a, no_restart=True)

@@ -1,6 +1,6 @@
 """Named reward functions and the weighted combination used to score one sample.
 
-Config files name rewards ("accuracy", "format", "tag_count", "cosine") with weights; this module
+Config files name rewards ("accuracy", "format", "tag_count", "cosine", "language") with weights; this module
 maps names to functions of a single RewardContext so every reward sees the same inputs.
 """
 
@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from openrs_ray.rewards import math_answer, shaping
+from openrs_ray.rewards import language, math_answer, shaping
 
 __all__ = ["REWARD_FUNCTIONS", "RewardContext", "score_sample", "validate_reward_names"]
 
@@ -23,6 +23,7 @@ class RewardContext:
     gold: str
     length: int  # completion length for the cosine reward, in tokens or characters (rewards.cosine_length_unit)
     max_len: int  # length at which the cosine reward reaches its end value
+    prompt: str = ""  # the prompt text, for the language-consistency reward
 
     @functools.cached_property
     def accuracy(self) -> float:
@@ -57,11 +58,17 @@ def _cosine(ctx: RewardContext) -> float:
     return shaping.cosine_reward(ctx.accuracy == 1.0, ctx.length, ctx.max_len)
 
 
+def _language(ctx: RewardContext) -> float:
+    """Registry entry: minus the share of the completion in another script than the prompt's."""
+    return -language.language_drift(ctx.prompt, ctx.completion)
+
+
 REWARD_FUNCTIONS: dict[str, Callable[[RewardContext], float]] = {
     "accuracy": _accuracy,
     "format": _format,
     "tag_count": _tag_count,
     "cosine": _cosine,
+    "language": _language,
 }
 
 

@@ -176,8 +176,8 @@ def _ctx(completion: str, gold: str = "72", tokens: int = 50, max_len: int = 100
 
 
 def test_registry_names() -> None:
-    """The four Open-RS rewards are registered under their config names."""
-    assert set(REWARD_FUNCTIONS) == {"accuracy", "format", "tag_count", "cosine"}
+    """The Open-RS rewards and language consistency are registered under their config names."""
+    assert set(REWARD_FUNCTIONS) == {"accuracy", "format", "tag_count", "cosine", "language"}
 
 
 def test_score_sample_weighted_sum_and_components() -> None:
