@@ -143,6 +143,16 @@ class LearnerConfig(_Section):
     """AdamW betas."""
     max_grad_norm: float = Field(default=1.0, gt=0)
     """Gradient clipping norm."""
+    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr"] = (
+        "constant"
+    )
+    """Learning-rate schedule (transformers' names; Open-RS used cosine_with_min_lr)."""
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    """Share of the optimizer steps spent warming the learning rate up from 0."""
+    min_lr_rate: float = Field(default=0.1, ge=0, le=1)
+    """Final learning rate as a share of lr, for cosine_with_min_lr."""
+    num_iterations: int = Field(default=1, ge=1)
+    """Optimizer steps per batch (GRPO's mu); >1 reuses the batch with stored old logprobs and clipping."""
     micro_batch_size: int = Field(default=4, ge=1)
     """Sequences per forward/backward on one learner; the step accumulates over the rest."""
     beta: float = Field(default=0.0, ge=0)
@@ -231,11 +241,10 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:
-        rows = self.prompts_per_step * self.generation.num_generations
-        if rows % self.learner.num_learners:
+        if self.prompts_per_step % self.learner.num_learners:
             raise ValueError(
-                f"learner.num_learners: prompts_per_step * num_generations = {rows} rows must split "
-                f"evenly over {self.learner.num_learners} learners"
+                f"learner.num_learners: prompts_per_step={self.prompts_per_step} groups must split evenly over "
+                f"{self.learner.num_learners} learners (every rank trains on whole groups)"
             )
         return self
 

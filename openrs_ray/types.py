@@ -68,13 +68,15 @@ class TrainBatch:
             return TrainBatch(*(getattr(self, f.name)[pick] for f in fields(self)))
         return TrainBatch(*([getattr(self, f.name)[i] for i in pick] for f in fields(self)))
 
-    def shard(self, rank: int, world_size: int, rows: int) -> TrainBatch:
-        """Rows `rank::world_size` (round-robin balances lengths), padded to exactly `rows`.
+    def shard(self, rank: int, world_size: int, rows: int, group_size: int) -> TrainBatch:
+        """Whole groups `rank::world_size`, padded to exactly `rows` rows.
 
-        Every learner must run the same number of backward passes (ZeRO reduces inside each), so a
-        short shard is filled with copies of its first row that carry zero loss weight.
+        Groups stay whole on one rank (rows come group after group). Every learner must run the same
+        number of backward passes (ZeRO reduces inside each), so a short shard (groups dropped upstream)
+        is filled with copies of a row that carry zero loss weight.
         """
-        part = self.select(slice(rank, None, world_size))
+        groups = [list(range(g * group_size, (g + 1) * group_size)) for g in range(len(self) // group_size)]
+        part = self.select([i for g in groups[rank::world_size] for i in g])
         if len(part) > rows:
             raise ValueError(f"shard of {len(part)} rows exceeds the {rows} rows a learner takes per step")
         src = part if len(part) else self

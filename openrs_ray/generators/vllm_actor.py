@@ -83,6 +83,14 @@ class VLLMGenerator(Generator):
         self.version = version
         return {"engine_id": self.engine_id, "tensors": counts[0], "seconds": time.perf_counter() - t0}
 
+    def greedy(self, token_ids: list[int], max_tokens: int) -> list[int]:
+        """Greedy continuation of a prompt (evaluation and checkpoint checks)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=token_ids)], params, use_tqdm=False)[0]
+        return list(out.outputs[0].token_ids)
+
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """Logprob of each token after the first given the ones before it (raw model, temperature 1)."""
         from vllm import SamplingParams, TokensPrompt

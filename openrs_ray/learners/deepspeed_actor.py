@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import math
 import os
 import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from openrs_ray.config import RunConfig
 from openrs_ray.learners.base import Learner
-from openrs_ray.learners.logprobs import completion_logprobs, pack_rows
+from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm
+from openrs_ray.learners.logprobs import CompletionLogprobs, pack_rows
 from openrs_ray.learners.loss import policy_loss
 from openrs_ray.types import TrainBatch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _free_port() -> int:
@@ -26,31 +27,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def deepspeed_config(cfg: RunConfig) -> dict:
-    """The DeepSpeed config of one learner rank, derived from the run config."""
-    rows_per_rank = cfg.rows_per_step // cfg.learner.num_learners
-    lc = cfg.learner
-    return {
-        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
-        "gradient_accumulation_steps": math.ceil(rows_per_rank / lc.micro_batch_size),
-        "gradient_clipping": lc.max_grad_norm,
-        "zero_optimization": {"stage": lc.zero_stage},
-        "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
-        "fp16": {"enabled": cfg.model.dtype == "float16"},
-        # We hand DeepSpeed a torch AdamW: it avoids compiling FusedAdam/cpu_adam (minutes on CPU).
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
+@dataclass
+class _MicroBatch:
+    """Tensors of one micro-batch, built once per update and reused by every iteration."""
+
+    input_ids: torch.Tensor  # [b, P+C]
+    attention_mask: torch.Tensor  # [b, P+C]
+    position_ids: torch.Tensor  # [b, P+C]
+    mask: torch.Tensor  # [b, C] completion tokens times the row's loss weight
+    advantages: torch.Tensor  # [b]
+    old_logprobs: torch.Tensor | None = None  # [b, C], when num_iterations > 1
+    ref_logprobs: torch.Tensor | None = None  # [b, C], when beta > 0
 
 
 class DeepSpeedLearner(Learner):
-    """Owns one model replica/shard, its optimizer, and (rank 0) the publishing of weights."""
+    """Owns one model replica/shard, its optimizer and schedule, and (rank 0) publishing weights."""
 
     def __init__(self, rank: int, cfg: RunConfig) -> None:
         self.rank, self.cfg = rank, cfg
         self.world_size = cfg.learner.num_learners
-        self.engine = None
+        self.engine: Any = None
+        self.ref: Any = None  # CompletionLogprobs of the frozen initial policy, when beta > 0
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the process group."""
@@ -59,101 +56,129 @@ class DeepSpeedLearner(Learner):
         return ray.util.get_node_ip_address(), _free_port()
 
     def init(self, master_addr: str, master_port: int) -> dict[str, float]:
-        """Join the process group, load the model, build the DeepSpeed engine. Collective: all ranks."""
+        """Join the process group, load the model(s), build the DeepSpeed engine. Collective: all ranks."""
         import deepspeed
-        from transformers import AutoModelForCausalLM
 
         t0 = time.perf_counter()
         os.environ.update(
             RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
             MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
         )  # fmt: skip
-        backend = "nccl" if self.cfg.cluster.use_gpu else "gloo"
-        deepspeed.init_distributed(dist_backend=backend)
+        deepspeed.init_distributed(dist_backend="nccl" if self.cfg.cluster.use_gpu else "gloo")
         torch.manual_seed(self.cfg.seed)
-        mc = self.cfg.model
-        model = AutoModelForCausalLM.from_pretrained(
-            mc.path, dtype=_DTYPES[mc.dtype], trust_remote_code=mc.trust_remote_code
-        )
-        if self.cfg.learner.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
         lc = self.cfg.learner
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lc.lr, betas=lc.adam_betas, weight_decay=lc.weight_decay)
-        self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(self.cfg))
+        model = load_causal_lm(self.cfg)
+        if lc.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        policy = CompletionLogprobs(model)  # the engine's forward returns completion logprobs
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=lc.lr, betas=lc.adam_betas, weight_decay=lc.weight_decay)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=policy, optimizer=optimizer, lr_scheduler=build_scheduler(optimizer, self.cfg),
+            config=deepspeed_config(self.cfg),
+        )  # fmt: skip
+        if lc.beta > 0:  # only then: a second model costs memory
+            self.ref = build_reference(self.cfg)
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         return {"init_s": time.perf_counter() - t0}
 
-    def _micro_batches(self, batch: TrainBatch) -> list[TrainBatch]:
+    def _logprobs(self, model: Any, mb: _MicroBatch) -> torch.Tensor:
+        """[b, C] logprobs from the policy engine or the reference (both CompletionLogprobs modules)."""
+        t = self.cfg.generation.temperature
+        return model(mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), t)
+
+    def _prepare(self, batch: TrainBatch) -> list[_MicroBatch]:
+        """Pack micro-batches; compute old logprobs (mu > 1) and reference logprobs (beta > 0) once."""
         gas = self.engine.gradient_accumulation_steps()
-        size = math.ceil(len(batch) / gas)
-        return [batch.select(slice(i * size, (i + 1) * size)) for i in range(gas)]
+        size = -(-len(batch) // gas)
+        out = []
+        for i in range(gas):
+            part = batch.select(slice(i * size, (i + 1) * size))
+            ids, attn, pos, cmask = pack_rows(part.prompt_ids, part.completion_ids, self.pad_id)
+            weights = torch.tensor(part.loss_weights, dtype=cmask.dtype).unsqueeze(1)  # [b, 1]
+            mb = _MicroBatch(ids, attn, pos, cmask * weights, torch.tensor(part.advantages, dtype=torch.float32))
+            with torch.no_grad():
+                if self.cfg.learner.num_iterations > 1:
+                    self.engine.eval()
+                    mb.old_logprobs = self._logprobs(self.engine, mb)
+                if self.ref is not None:
+                    mb.ref_logprobs = self._logprobs(self.ref, mb)
+            out.append(mb)
+        return out
 
     def update(self, batch: TrainBatch, num_items_in_batch: int) -> dict[str, float]:
-        """One optimizer step over this rank's shard, accumulating over micro-batches.
+        """`num_iterations` optimizer steps over this rank's shard, each accumulating over micro-batches.
 
-        Every rank runs exactly gradient_accumulation_steps backward passes (LearnerGroup pads shards
-        to equal length) because ZeRO reduces gradients inside each backward.
+        Every rank runs exactly gradient_accumulation_steps backward passes per step (LearnerGroup pads
+        shards to equal length) because ZeRO reduces gradients inside each backward.
         """
         t0 = time.perf_counter()
         lc, gen = self.cfg.learner, self.cfg.generation
-        self.engine.train()
+        micro = self._prepare(batch)
         sums: dict[str, float] = {}
-        tokens = 0
-        for mb in self._micro_batches(batch):
-            input_ids, attn, pos, cmask = pack_rows(mb.prompt_ids, mb.completion_ids, self.pad_id)
-            cmask = cmask * torch.tensor(mb.loss_weights, dtype=cmask.dtype).unsqueeze(1)  # [b, C]
-            logprobs = completion_logprobs(
-                self.engine.module, input_ids, attn, pos, cmask.size(1), temperature=gen.temperature
-            )  # [b, C]
-            # One update per batch (num_iterations=1): old = current, detached, exactly as TRL does.
-            loss, metrics = policy_loss(
-                logprobs, logprobs.detach(), torch.tensor(mb.advantages, dtype=logprobs.dtype), cmask,
-                loss_type=lc.loss_type, epsilon=lc.epsilon, epsilon_high=lc.epsilon_high, beta=0.0,
-                max_completion_length=gen.max_completion_length,
-                # DeepSpeed averages gradients over ranks; dividing by tokens/world_size gives the
-                # global token mean, exactly as TRL normalises dapo under DDP.
-                num_items_in_batch=num_items_in_batch / self.world_size,
-            )  # fmt: skip
-            self.engine.backward(loss)
-            self.engine.step()
-            tokens += int(cmask.sum().item())
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                sums[k] = sums.get(k, 0.0) + v
-        n = self.engine.gradient_accumulation_steps()
-        out = {k: v / n for k, v in sums.items()}
-        grad_norm = self.engine.get_global_grad_norm()
-        out.update(
-            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-            learner_tokens=float(tokens),
-            learn_s=time.perf_counter() - t0,
-        )
-        return out
+        grad_norms = []
+        self.engine.train()
+        for _ in range(lc.num_iterations):
+            for mb in micro:
+                logprobs = self._logprobs(self.engine, mb)  # [b, C]
+                # With one iteration old = current, detached (ratio 1), exactly as TRL does.
+                old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
+                loss, metrics = policy_loss(
+                    logprobs, old, mb.advantages, mb.mask,
+                    loss_type=lc.loss_type, epsilon=lc.epsilon, epsilon_high=lc.epsilon_high,
+                    beta=lc.beta, ref_logprobs=mb.ref_logprobs, max_completion_length=gen.max_completion_length,
+                    # DeepSpeed averages gradients over ranks; dividing by tokens/world_size gives the
+                    # global token mean, exactly as TRL normalises dapo under DDP.
+                    num_items_in_batch=num_items_in_batch / self.world_size,
+                )  # fmt: skip
+                self.engine.backward(loss)
+                self.engine.step()
+                for k, v in {"loss": loss.item(), **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            norm = self.engine.get_global_grad_norm()
+            grad_norms.append(float(norm) if norm is not None else float("nan"))
+        n = lc.num_iterations * len(micro)
+        return {
+            **{k: v / n for k, v in sums.items()},
+            "grad_norm": sum(grad_norms) / len(grad_norms),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "learner_tokens": float(sum(mb.mask.sum().item() for mb in micro)),
+            "learn_s": time.perf_counter() - t0,
+        }
 
     @torch.no_grad()
     def logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Logprobs of a completion under the current weights (temperature 1), for checks and evals."""
         self.engine.eval()
         input_ids, attn, pos, _ = pack_rows([prompt_ids], [completion_ids], self.pad_id)
-        out = completion_logprobs(self.engine.module, input_ids, attn, pos, len(completion_ids))
-        return out[0].tolist()
+        return self.engine(input_ids, attn, pos, len(completion_ids))[0].tolist()
+
+    def _full_parameters(self):
+        """(name, full tensor on CPU) for every parameter; under ZeRO-3 gathered one at a time (collective)."""
+        import deepspeed
+
+        for name, param in self.engine.module.causal_lm.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], enabled=self.cfg.learner.zero_stage == 3):
+                yield name, param.detach().to("cpu", copy=True)
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """This rank's view of every full parameter (collective under ZeRO-3): for checks across ranks."""
+        return dict(self._full_parameters())
 
     def export_weights(self, bucket_bytes: int) -> tuple[list, int, int] | None:
         """Put the full weights in the object store, in buckets. Collective under ZeRO-3; rank 0 returns.
 
         Returns (bucket refs, bytes, tensors) on rank 0, None elsewhere. Under ZeRO-3 each parameter is
-        gathered on its own while being packed, so no rank ever holds a second full copy.
+        gathered on its own while being packed, so no rank ever holds a second full copy at once.
         """
-        import deepspeed
         import ray
 
         refs, bucket, size, total, count = [], [], 0, 0, 0
-        for name, param in self.engine.module.named_parameters():
-            with deepspeed.zero.GatheredParameters([param], enabled=self.cfg.learner.zero_stage == 3):
-                if self.rank == 0:
-                    tensor = param.detach().to("cpu", copy=True)
-                    bucket.append((name, tensor))
-                    size += tensor.numel() * tensor.element_size()
-            if self.rank == 0 and size >= bucket_bytes:
+        for name, tensor in self._full_parameters():
+            if self.rank != 0:
+                continue
+            bucket.append((name, tensor))
+            size += tensor.numel() * tensor.element_size()
+            if size >= bucket_bytes:
                 refs.append(ray.put(bucket))
                 total, count, bucket, size = total + size, count + len(bucket), [], 0
         if self.rank != 0:
@@ -162,6 +187,19 @@ class DeepSpeedLearner(Learner):
             refs.append(ray.put(bucket))
             total, count = total + size, count + len(bucket)
         return refs, total, count
+
+    def save(self, path: str) -> str:
+        """HF-format checkpoint (weights + config + tokenizer) plus DeepSpeed state for resume. Collective."""
+        from transformers import AutoTokenizer
+
+        out = Path(path)
+        state = dict(self._full_parameters())
+        self.engine.save_checkpoint(str(out / "deepspeed"))  # optimizer, scheduler, ZeRO partitions
+        if self.rank == 0:
+            self.engine.module.causal_lm.save_pretrained(out, state_dict=state, safe_serialization=True)
+            mc = self.cfg.model
+            AutoTokenizer.from_pretrained(mc.path, trust_remote_code=mc.trust_remote_code).save_pretrained(out)
+        return str(out)
 
     def shutdown(self) -> None:
         """Leave the process group and remove any shared-memory all-reduce buffer of this group."""

@@ -59,12 +59,20 @@ class LearnerGroup:
         n = self.cfg.learner.num_learners
         rows = self.cfg.rows_per_step // n
         num_items = sum(len(c) for c, w in zip(batch.completion_ids, batch.loss_weights, strict=True) if w)
-        refs = [a.update.remote(batch.shard(r, n, rows), num_items) for r, a in enumerate(self.actors)]
+        g = self.cfg.generation.num_generations
+        refs = [a.update.remote(batch.shard(r, n, rows, g), num_items) for r, a in enumerate(self.actors)]
         results = self._wait(refs, "update()")
-        keys = results[0].keys()
-        merged = {k: sum(r[k] for r in results) / n for k in keys}
+        merged = {k: sum(r[k] for r in results) / n for k in results[0]}
         merged["learner_tokens"] = sum(r["learner_tokens"] for r in results)
         return merged
+
+    def full_states(self) -> list[dict]:
+        """Every rank's full parameters (for consistency checks; gathers under ZeRO-3)."""
+        return self._all("full_state")
+
+    def save(self, path: str) -> str:
+        """HF-format checkpoint + DeepSpeed state in `path` (all ranks take part)."""
+        return self._all("save", path)[0]
 
     def export_weights(self, version: int) -> tuple[WeightVersion, list]:
         """Rank 0's weights in object-store buckets (all ranks take part, for ZeRO-3 gathers)."""

@@ -49,7 +49,7 @@ def test_override_creates_missing_sections() -> None:
         ("learner.lrr=1e-6", "learner.lrr", "unknown key"),
         ("learner.loss_type=ppo", "learner.loss_type", "grpo"),
         ("rewards.functions=[{name: acuracy}]", "rewards", "acuracy"),
-        ("learner.num_learners=3", "learner.num_learners", "split evenly"),
+        ("learner.num_learners=3", "learner.num_learners", "whole groups"),
     ],
 )
 def test_bad_values_name_the_key(override: str, key: str, words: str) -> None:

@@ -72,10 +72,10 @@ def _batch(n: int) -> TrainBatch:
     )  # fmt: skip
 
 
-def test_shards_round_robin_and_pad_with_zero_weight() -> None:
-    b = _batch(5)
-    s0, s1 = b.shard(0, 2, 3), b.shard(1, 2, 3)
-    assert s0.prompt_ids == [[0], [2], [4]] and s0.loss_weights == [1.0, 1.0, 1.0]
-    assert s1.prompt_ids == [[1], [3], [1]] and s1.loss_weights == [1.0, 1.0, 0.0]
+def test_shards_take_whole_groups_and_pad_with_zero_weight() -> None:
+    b = _batch(6)  # three groups of two rows: [0, 1] [2, 3] [4, 5]
+    s0, s1 = b.shard(0, 2, 4, 2), b.shard(1, 2, 4, 2)
+    assert s0.prompt_ids == [[0], [1], [4], [5]] and s0.loss_weights == [1.0] * 4
+    assert s1.prompt_ids == [[2], [3], [2], [2]] and s1.loss_weights == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="exceeds"):
-        b.shard(0, 1, 3)
+        b.shard(0, 1, 4, 2)

@@ -9,7 +9,6 @@ are the same value, so it is excluded below as an equivalent pair.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

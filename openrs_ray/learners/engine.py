@@ -1,0 +1,69 @@
+"""Building blocks of a learner rank: the DeepSpeed config, the LR schedule, model loading."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from openrs_ray.config import RunConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def deepspeed_config(cfg: RunConfig, *, train: bool = True) -> dict[str, Any]:
+    """The DeepSpeed config of one learner rank (train=False: a frozen reference model's engine)."""
+    lc = cfg.learner
+    rows_per_rank = cfg.rows_per_step // lc.num_learners
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
+        "gradient_accumulation_steps": math.ceil(rows_per_rank / lc.micro_batch_size),
+        "zero_optimization": {"stage": lc.zero_stage},
+        "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+        "fp16": {"enabled": cfg.model.dtype == "float16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if train:
+        ds["gradient_clipping"] = lc.max_grad_norm
+        # We hand DeepSpeed a torch AdamW: it avoids compiling FusedAdam/cpu_adam (minutes on CPU).
+        ds["zero_allow_untested_optimizer"] = True
+    return ds
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> Any:
+    """transformers' schedule by name over max_steps * num_iterations optimizer steps."""
+    from transformers import get_scheduler
+
+    lc = cfg.learner
+    total = cfg.max_steps * lc.num_iterations
+    extra = {"min_lr_rate": lc.min_lr_rate} if lc.lr_scheduler_type == "cosine_with_min_lr" else None
+    return get_scheduler(
+        lc.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=math.ceil(lc.warmup_ratio * total),
+        num_training_steps=total,
+        scheduler_specific_kwargs=extra,
+    )
+
+
+def load_causal_lm(cfg: RunConfig) -> torch.nn.Module:
+    """The policy (or reference) model from a local folder or a hub id, in the configured dtype."""
+    from transformers import AutoModelForCausalLM
+
+    mc = cfg.model
+    return AutoModelForCausalLM.from_pretrained(mc.path, dtype=DTYPES[mc.dtype], trust_remote_code=mc.trust_remote_code)
+
+
+def build_reference(cfg: RunConfig) -> Any:
+    """A frozen copy of the initial policy for the KL term; under ZeRO-3 a sharded inference engine."""
+    import deepspeed
+
+    from openrs_ray.learners.logprobs import CompletionLogprobs
+
+    ref = CompletionLogprobs(load_causal_lm(cfg)).eval().requires_grad_(False)
+    if cfg.learner.zero_stage == 3:
+        engine, *_ = deepspeed.initialize(model=ref, config=deepspeed_config(cfg, train=False))
+        return engine
+    return ref
