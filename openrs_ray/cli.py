@@ -53,6 +53,24 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Change the number of generator engines of a running job."""
+    import ray
+
+    from openrs_ray.control import scale_generators
+
+    ray.init(address=args.address, log_to_driver=False)
+    try:
+        n = scale_generators(args.run, args.generators)
+    except ValueError as err:
+        print(f"openrs-ray: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+    print(f"{args.run}: {n} generator engines requested (applied at the start of the next step)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrs-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-6")
     train.add_argument("--overwrite", action="store_true", help="reuse an output_dir that holds a run")
     train.set_defaults(func=cmd_train)
+    scale = sub.add_parser("scale", help="change the generator engine count of a running job")
+    scale.add_argument("--generators", type=int, required=True, help="engines wanted (>= 1)")
+    scale.add_argument("--run", required=True, help="the job's output_dir name, e.g. smoke for runs/smoke")
+    scale.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    scale.set_defaults(func=cmd_scale)
     tiny = sub.add_parser("make-tiny-model", help="write a tiny Qwen2 model + tokenizer for tests/demos")
     tiny.add_argument("dir")
     tiny.add_argument("--layers", type=int, default=2)

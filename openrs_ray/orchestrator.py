@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import ray
+
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer
 from openrs_ray.config import RunConfig
+from openrs_ray.control import start_control
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.learners.group import LearnerGroup
@@ -64,6 +67,7 @@ class Orchestrator:
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations)
         self.broadcast = ObjectStoreBroadcast(self.learners, self.generators)
+        self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
         self.generators.wait_ready()
         self.learners.wait_ready()
 
@@ -75,6 +79,8 @@ class Orchestrator:
         """One GRPO step, phase by phase as in the flow diagram; returns the step's metrics."""
         cfg, t = self.cfg, PhaseTimer()
         with t("step"):
+            with t("scale"):  # operators may have asked for more or fewer engines
+                self._rescale()
             with t("generate"):  # prompts → generators
                 prompts = self.prompts.next_batch(cfg.prompts_per_step)
                 rollouts = self.generators.generate(prompts)
@@ -102,11 +108,24 @@ class Orchestrator:
             "verify_group_timeouts": taken.group_timeouts,
             "verify_errors": taken.verify_errors,
             "verifier_restarts": self.verifiers.count_restarts(),
+            "generator_restarts": self.generators.restarts,
+            "num_engines": len(self.generators.engines),
             "prompt_uids": [p.uid for p in prompts],
         }
+
+    def _rescale(self) -> None:
+        want = ray.get(self.control.desired_generators.remote(), timeout=30)
+        have = len(self.generators.engines)
+        if want > have:
+            self.generators.add(want - have)
+        elif want < have:
+            self.generators.remove(have - want)
 
     def shutdown(self) -> None:
         """Stop every role this orchestrator started (engines, learners, verifiers)."""
         for component in reversed(self.started):
             component.shutdown()
         self.started.clear()
+        if getattr(self, "control", None) is not None:
+            ray.kill(self.control)
+            self.control = None

@@ -1,6 +1,13 @@
-"""GeneratorGroup: the vLLM generator actors, addressed as one."""
+"""GeneratorGroup: the vLLM generator actors, addressed as one, growing and shrinking while the run goes on.
+
+A new engine loads the checkpoint, then the newest published weights, and only then serves. An engine
+that dies mid-step is replaced the same way and its prompts go to the engines still alive, so every
+prompt of a step is generated exactly once.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import ray
 
@@ -9,8 +16,16 @@ from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.types import Prompt, Rollout
 
 
+@dataclass
+class _Engine:
+    engine_id: int
+    actor: ray.actor.ActorHandle
+    version: int = 0
+    in_flight: int = 0  # prompts dispatched and not yet returned
+
+
 class GeneratorGroup:
-    """Starts `generation.num_engines` engines, spreads prompts over them, and tracks their versions."""
+    """Starts `generation.num_engines` engines, dispatches to the least loaded, tracks their versions."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
@@ -20,54 +35,141 @@ class GeneratorGroup:
             num_gpus=1 if cc.use_gpu else 0,
             runtime_env={"env_vars": dict(cc.env_vars)},
         )
-        self.engines = [self._actor_cls.remote(i, cfg) for i in range(cfg.generation.num_engines)]
-        self.versions = [0] * len(self.engines)
-        self._starting = [e.ready.remote() for e in self.engines]  # engines load while other roles start
+        self._next_id = 0
+        self._latest: tuple[list, int] | None = None  # newest (bucket refs, version): late joiners load it
+        self.restarts = 0
+        self.engines: list[_Engine] = []
+        self._starting = self._spawn(cfg.generation.num_engines)  # engines load while other roles start
 
-    def wait_ready(self) -> None:
-        """Block until every engine is up (bounded by generation.start_timeout_s)."""
-        self._wait(self._starting, "start", self.cfg.generation.start_timeout_s)
+    def _spawn(self, n: int, ids: list[int] | None = None) -> list[_Engine]:
+        if ids is None:
+            ids = list(range(self._next_id, self._next_id + n))
+            self._next_id += n
+        return [_Engine(i, self._actor_cls.remote(i, self.cfg)) for i in ids]
 
-    def _wait(self, refs: list, what: str, timeout_s: float) -> list:
+    def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         if pending:
-            late = [i for i, r in enumerate(refs) if r in pending]
+            late = [e.engine_id for e, r in zip(engines, refs, strict=True) if r in pending]
             raise TimeoutError(f"generator engine(s) {late} did not finish {what} within {timeout_s}s")
         return ray.get(refs)
 
+    def _bring_up(self, engines: list[_Engine]) -> None:
+        """Wait for engines to start, then give them the newest weights before they serve."""
+        self._wait([e.actor.ready.remote() for e in engines], engines, "start", self.cfg.generation.start_timeout_s)
+        if self._latest is not None:
+            self._sync(engines, *self._latest)
+
+    def wait_ready(self) -> None:
+        """Block until the initial engines are up (bounded by generation.start_timeout_s)."""
+        self._bring_up(self._starting)
+        self.engines, self._starting = self._starting, []
+
+    def add(self, n: int) -> list[int]:
+        """Start `n` more engines; they serve only once they hold the current weight version."""
+        new = self._spawn(n)
+        try:
+            self._bring_up(new)
+        except Exception:
+            for e in new:
+                ray.kill(e.actor)
+            raise
+        self.engines += new
+        return [e.engine_id for e in new]
+
+    def remove(self, n: int) -> list[int]:
+        """Stop the `n` newest engines (at least one engine always stays)."""
+        n = min(n, len(self.engines) - 1)
+        gone, self.engines = self.engines[len(self.engines) - n :], self.engines[: len(self.engines) - n]
+        for e in gone:
+            ray.kill(e.actor)
+        return [e.engine_id for e in gone]
+
+    def _assign(self, prompts: list[Prompt]) -> dict[int, list[int]]:
+        """Prompt indices per engine index, each prompt to the engine with the least work."""
+        plan: dict[int, list[int]] = {}
+        load = [e.in_flight for e in self.engines]
+        for p in range(len(prompts)):
+            i = min(range(len(load)), key=load.__getitem__)
+            plan.setdefault(i, []).append(p)
+            load[i] += 1
+        return plan
+
     def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
-        """Rollouts per prompt, in prompt order; prompts are split evenly over the engines."""
-        n = len(self.engines)
-        shares = [prompts[i::n] for i in range(n)]
-        busy = [i for i in range(n) if shares[i]]
-        results = self._wait([self.engines[i].generate.remote(shares[i]) for i in busy], "generate",
-                             self.cfg.generation.timeout_s)  # fmt: skip
-        ordered: list[list[Rollout]] = [[] for _ in prompts]
-        for i, part in zip(busy, results, strict=True):
-            for j, group in enumerate(part):
-                ordered[i + j * n] = group  # engine i got prompts i, i+n, i+2n, ...
-        return ordered
+        """Rollouts per prompt, in prompt order. A dead engine is replaced and its prompts re-dispatched."""
+        out: list[list[Rollout] | None] = [None] * len(prompts)
+        todo = list(range(len(prompts)))
+        for _ in range(len(self.engines) + 2):  # each round loses at least one engine or finishes
+            if not todo:
+                break
+            todo = self._generate_round(prompts, todo, out)
+        if todo:
+            raise RuntimeError(f"prompts {todo} could not be generated: engines keep dying")
+        return out  # type: ignore[return-value]
+
+    def _generate_round(self, prompts: list[Prompt], todo: list[int], out: list) -> list[int]:
+        plan = self._assign([prompts[i] for i in todo])
+        calls = []
+        for i, picks in plan.items():
+            engine, batch = self.engines[i], [todo[p] for p in picks]
+            engine.in_flight += len(batch)
+            calls.append((engine, batch, engine.actor.generate.remote([prompts[j] for j in batch])))
+        _, pending = ray.wait([c[2] for c in calls], num_returns=len(calls), timeout=self.cfg.generation.timeout_s)
+        failed: list[int] = []
+        for engine, batch, ref in calls:
+            engine.in_flight -= len(batch)
+            if ref in pending:
+                raise TimeoutError(f"generator engine {engine.engine_id} did not finish generate "
+                                   f"within {self.cfg.generation.timeout_s}s")  # fmt: skip
+            try:
+                for j, group in zip(batch, ray.get(ref), strict=True):
+                    out[j] = group
+            except ray.exceptions.RayActorError:
+                failed += batch
+                self._replace(engine)
+        return failed
+
+    def _replace(self, dead: _Engine) -> None:
+        """A new actor with the dead engine's id, synced to the newest weights, takes its place."""
+        (fresh,) = self._spawn(1, ids=[dead.engine_id])
+        self._bring_up([fresh])
+        self.engines[self.engines.index(dead)] = fresh
+        self.restarts += 1
+
+    def _sync(self, engines: list[_Engine], bucket_refs: list, version: int) -> list[dict[str, float]]:
+        timeout = self.cfg.broadcast.timeout_s
+        refs = [e.actor.load_weights.remote(bucket_refs, version, timeout) for e in engines]
+        stats = self._wait(refs, engines, f"loading weight version {version}", timeout)
+        for e in engines:
+            e.version = version
+        return stats
 
     def load_weights(self, bucket_refs: list, version: int) -> list[dict[str, float]]:
-        """Every engine loads `version` from the object store; fails loudly naming a late engine."""
-        timeout = self.cfg.broadcast.timeout_s
-        refs = [e.load_weights.remote(bucket_refs, version, timeout) for e in self.engines]
-        stats = self._wait(refs, f"loading weight version {version}", timeout)
-        self.versions = [version] * len(self.engines)
-        return stats
+        """Every engine loads `version` from the object store; fails loudly naming a late engine.
+
+        The refs are kept (one copy of the weights in the object store) so that engines added or
+        restarted later catch up to this version before serving.
+        """
+        self._latest = (bucket_refs, version)
+        return self._sync(self.engines, bucket_refs, version)
+
+    @property
+    def versions(self) -> list[int]:
+        """The version each engine was last synced to (driver's record)."""
+        return [e.version for e in self.engines]
 
     def reported_versions(self) -> list[int]:
         """The weight version each engine says it serves (asked, not remembered)."""
-        refs = [e.ready.remote() for e in self.engines]
-        return [r["version"] for r in self._wait(refs, "ready", self.cfg.generation.timeout_s)]
+        refs = [e.actor.ready.remote() for e in self.engines]
+        return [r["version"] for r in self._wait(refs, self.engines, "ready", self.cfg.generation.timeout_s)]
 
     def prompt_logprobs(self, engine: int, token_ids: list[int]) -> list[float]:
-        """Engine `engine`'s logprob of each token after the first (temperature 1)."""
-        ref = self.engines[engine].prompt_logprobs.remote(token_ids)
-        return self._wait([ref], "prompt_logprobs", self.cfg.generation.timeout_s)[0]
+        """Engine number `engine`'s logprob of each token after the first (temperature 1)."""
+        e = self.engines[engine]
+        return self._wait([e.actor.prompt_logprobs.remote(token_ids)], [e], "prompt_logprobs", 600)[0]
 
     def shutdown(self) -> None:
         """End the engines (their vLLM engine cores go with the actor processes)."""
-        for e in self.engines:
-            ray.kill(e)
+        for e in self.engines + self._starting:
+            ray.kill(e.actor)

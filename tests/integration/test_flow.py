@@ -72,3 +72,48 @@ def test_two_steps_move_weights_and_sync_engines(flow: Orchestrator, tiny_model:
     for i in range(2):
         after_vllm = flow.generators.prompt_logprobs(i, seq)[-len(COMPLETION) :]
         assert _max_diff(after_vllm, after_learner) < 1e-3, f"engine {i} disagrees with the learner"
+
+
+def test_scaled_up_engine_serves_current_version(flow: Orchestrator) -> None:
+    from openrs_ray.control import scale_generators
+
+    version = flow.broadcast.version
+    run = Path(flow.cfg.output_dir).name
+    assert scale_generators(run, 3) == 3  # what `openrs-ray scale --generators 3 --run RUN` does
+    flow._rescale()
+    assert len(flow.generators.engines) == 3
+    assert flow.generators.reported_versions() == [version] * 3  # synced before serving
+    prompts = flow.prompts.next_batch(3)
+    rollouts = [r for group in flow.generators.generate(prompts) for r in group]
+    assert {r.engine_id for r in rollouts} == {0, 1, 2}  # least-loaded dispatch reached the new engine
+    assert {r.weight_version for r in rollouts} == {version}
+    scale_generators(run, 2)
+    metrics = flow.step()
+    assert metrics["num_engines"] == 2 and metrics["weight_version"] == version + 1
+
+
+def test_killed_engine_is_replaced_and_no_prompt_lost(flow: Orchestrator) -> None:
+    restarts = flow.generators.restarts
+    ray.kill(flow.generators.engines[0].actor)  # the engine is gone when the step dispatches to it
+    metrics = flow.step()
+    assert flow.generators.restarts == restarts + 1 and metrics["generator_restarts"] == restarts + 1
+    n = flow.cfg.prompts_per_step
+    assert metrics["groups_trained"] == n and len(metrics["prompt_uids"]) == n
+    assert metrics["completion_tokens"] > 0
+    assert flow.generators.reported_versions() == [metrics["weight_version"]] * 2
+
+
+def test_broadcast_to_stalled_engine_fails_naming_it(flow: Orchestrator) -> None:
+    import os
+    import signal
+
+    engine = flow.generators.engines[1]
+    pid = ray.get(engine.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+    meta, refs = flow.learners.export_weights(version=flow.broadcast.version + 1)
+    flow.cfg.broadcast.timeout_s = 5.0
+    os.kill(pid, signal.SIGSTOP)  # the engine stops answering
+    try:
+        with pytest.raises(TimeoutError, match=rf"engine\(s\) \[{engine.engine_id}\].*within 5.0s"):
+            flow.generators.load_weights(refs, meta.version)
+    finally:
+        os.kill(pid, signal.SIGCONT)

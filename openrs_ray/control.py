@@ -1,0 +1,51 @@
+"""The run's control surface: a named Ray actor that holds what operators asked for (engine count).
+
+`openrs-ray scale --generators N --run NAME` sets it from any machine that can reach the cluster; the
+orchestrator reads it at the start of every step and adds or removes engines to match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+
+NAMESPACE = "openrs"
+
+
+def control_name(output_dir: str) -> str:
+    """The control actor's name for a run: its output folder's name."""
+    return f"control:{Path(output_dir).name}"
+
+
+class RunControl:
+    """Desired settings of a running job, changed from outside and polled by the orchestrator."""
+
+    def __init__(self, num_engines: int) -> None:
+        self.num_engines = num_engines
+
+    def set_generators(self, n: int) -> int:
+        """Ask for `n` generator engines (n >= 1); returns the value now in force."""
+        if n < 1:
+            raise ValueError("at least one generator engine is needed")
+        self.num_engines = n
+        return n
+
+    def desired_generators(self) -> int:
+        """The engine count operators asked for."""
+        return self.num_engines
+
+
+def start_control(output_dir: str, num_engines: int) -> ray.actor.ActorHandle:
+    """Create the run's named control actor (lives as long as the driver)."""
+    actor = ray.remote(RunControl).options(name=control_name(output_dir), namespace=NAMESPACE, num_cpus=0)
+    return actor.remote(num_engines)
+
+
+def scale_generators(run: str, n: int, timeout_s: float = 30.0) -> int:
+    """Set the desired engine count of the running job `run` (Ray must be initialised)."""
+    try:
+        actor = ray.get_actor(f"control:{run}", namespace=NAMESPACE)
+    except ValueError:
+        raise ValueError(f"no running openrs_ray job named {run!r} on this cluster") from None
+    return ray.get(actor.set_generators.remote(n), timeout=timeout_s)
