@@ -170,8 +170,8 @@ class LearnerConfig(_Section):
 
 
 class BroadcastConfig(_Section):
-    backend: Literal["object_store"] = "object_store"
-    """How learner rank 0 ships weights to generators."""
+    backend: Literal["object_store", "collective"] = "object_store"
+    """How learner rank 0 ships weights: Ray object store, or a process group with the engines (gloo/NCCL)."""
     bucket_size_mb: int = Field(default=256, ge=1)
     """Weights travel in buckets of about this size, bounding extra memory."""
     timeout_s: float = Field(default=300.0, gt=0)

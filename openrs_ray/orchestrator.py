@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer
 from openrs_ray.config import RunConfig
@@ -66,10 +67,14 @@ class Orchestrator:
         self.verifiers = self._start(VerifierPool(cfg))
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations)
-        self.broadcast = ObjectStoreBroadcast(self.learners, self.generators)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
         self.generators.wait_ready()
         self.learners.wait_ready()
+        bc = cfg.broadcast
+        if bc.backend == "collective":
+            self.broadcast = CollectiveBroadcast(self.learners, self.generators, bc.bucket_size_mb, bc.timeout_s)
+        else:
+            self.broadcast = ObjectStoreBroadcast(self.learners, self.generators)
 
     def _start(self, component: Any) -> Any:
         self.started.append(component)

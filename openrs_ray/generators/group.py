@@ -7,6 +7,7 @@ prompt of a step is generated exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
@@ -37,6 +38,8 @@ class GeneratorGroup:
         )
         self._next_id = 0
         self._latest: tuple[list, int] | None = None  # newest (bucket refs, version): late joiners load it
+        # Where late joiners get weights when the broadcast keeps no object-store copy (collective).
+        self.catch_up: Callable[[], tuple[list, int]] | None = None
         self.restarts = 0
         self.engines: list[_Engine] = []
         self._starting = self._spawn(cfg.generation.num_engines)  # engines load while other roles start
@@ -58,8 +61,9 @@ class GeneratorGroup:
     def _bring_up(self, engines: list[_Engine]) -> None:
         """Wait for engines to start, then give them the newest weights before they serve."""
         self._wait([e.actor.ready.remote() for e in engines], engines, "start", self.cfg.generation.start_timeout_s)
-        if self._latest is not None:
-            self._sync(engines, *self._latest)
+        latest = self._latest if self._latest is not None or self.catch_up is None else self.catch_up()
+        if latest is not None and latest[1] > 0:
+            self._sync(engines, *latest)
 
     def wait_ready(self) -> None:
         """Block until the initial engines are up (bounded by generation.start_timeout_s)."""
@@ -153,6 +157,26 @@ class GeneratorGroup:
         """
         self._latest = (bucket_refs, version)
         return self._sync(self.engines, bucket_refs, version)
+
+    def open_channel(self, host: str, port: int, world_size: int, epoch: int, timeout_s: float) -> list:
+        """Refs of every engine joining the weight channel as ranks 1..n."""
+        return [
+            e.actor.open_channel.remote(host, port, rank, world_size, epoch, timeout_s)
+            for rank, e in enumerate(self.engines, start=1)
+        ]
+
+    def receive_weights(self, specs: list, bucket_bytes: int, version: int) -> list:
+        """Refs of every engine loading `version` from the channel."""
+        return [e.actor.receive_weights.remote(specs, bucket_bytes, version) for e in self.engines]
+
+    def wait_engines(self, refs: list, what: str, timeout_s: float) -> list:
+        """Wait for one call per engine (in engine order); a timeout names the engines that did not answer."""
+        return self._wait(refs, self.engines, what, timeout_s)
+
+    def mark_version(self, version: int) -> None:
+        """Record that every engine now serves `version`."""
+        for e in self.engines:
+            e.version = version
 
     @property
     def versions(self) -> list[int]:

@@ -83,6 +83,18 @@ class VLLMGenerator(Generator):
         self.version = version
         return {"engine_id": self.engine_id, "tensors": counts[0], "seconds": time.perf_counter() - t0}
 
+    def open_channel(self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float) -> int:
+        """Join the collective weight channel (see broadcast/channel.py)."""
+        return self.llm.collective_rpc("open_weight_channel", args=(host, port, rank, world_size, epoch, timeout_s))[0]
+
+    def receive_weights(self, specs: list, bucket_bytes: int, version: int) -> dict[str, float]:
+        """Load the version being broadcast on the channel, then serve it."""
+        t0 = time.perf_counter()
+        counts = self.llm.collective_rpc("receive_weight_channel", args=(specs, bucket_bytes))
+        self.llm.reset_prefix_cache()
+        self.version = version
+        return {"engine_id": self.engine_id, "tensors": counts[0], "seconds": time.perf_counter() - t0}
+
     def greedy(self, token_ids: list[int], max_tokens: int) -> list[int]:
         """Greedy continuation of a prompt (evaluation and checkpoint checks)."""
         from vllm import SamplingParams, TokensPrompt

@@ -32,9 +32,25 @@ class WeightSyncExtension:
                     count += 1
                     yield name, tensor
 
-        self.model_runner.reload_weights(weights_iterator=tensors(), is_checkpoint_format=True)
+        return self._reload(tensors(), lambda: count)
+
+    def open_weight_channel(
+        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float
+    ) -> int:
+        """Join the learner's weight channel (a process group) as `rank`; blocks until all members join."""
+        from openrs_ray.broadcast.channel import WeightChannel
+
+        self._weight_channel = WeightChannel(host, port, rank, world_size, epoch, timeout_s)
+        return rank
+
+    def receive_weight_channel(self, specs: list, bucket_bytes: int) -> int:
+        """Load the weights learner rank 0 is broadcasting on the channel, bucket by bucket."""
+        return self._reload(self._weight_channel.receive(specs, bucket_bytes), lambda: len(specs))
+
+    def _reload(self, tensors: Iterator[tuple[str, torch.Tensor]], count) -> int:
+        self.model_runner.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
         _retie_lm_head(self.model_runner.get_model(), self.model_runner.model_config.hf_config)
-        return count
+        return count()
 
 
 def _retie_lm_head(model: torch.nn.Module, hf_config: object) -> None:

@@ -95,7 +95,11 @@ class DeepSpeedLearner(Learner):
             part = batch.select(slice(i * size, (i + 1) * size))
             ids, attn, pos, cmask = pack_rows(part.prompt_ids, part.completion_ids, self.pad_id)
             weights = torch.tensor(part.loss_weights, dtype=cmask.dtype).unsqueeze(1)  # [b, 1]
-            mb = _MicroBatch(ids, attn, pos, cmask * weights, torch.tensor(part.advantages, dtype=torch.float32))
+            dev = self.engine.device  # pack on CPU, compute where the engine lives (cuda on GPU)
+            mb = _MicroBatch(
+                ids.to(dev), attn.to(dev), pos.to(dev), (cmask * weights).to(dev),
+                torch.tensor(part.advantages, dtype=torch.float32, device=dev),
+            )  # fmt: skip
             with torch.no_grad():
                 if self.cfg.learner.num_iterations > 1:
                     self.engine.eval()
@@ -150,7 +154,8 @@ class DeepSpeedLearner(Learner):
         """Logprobs of a completion under the current weights (temperature 1), for checks and evals."""
         self.engine.eval()
         input_ids, attn, pos, _ = pack_rows([prompt_ids], [completion_ids], self.pad_id)
-        return self.engine(input_ids, attn, pos, len(completion_ids))[0].tolist()
+        dev = self.engine.device
+        return self.engine(input_ids.to(dev), attn.to(dev), pos.to(dev), len(completion_ids))[0].tolist()
 
     def _full_parameters(self):
         """(name, full tensor on CPU) for every parameter; under ZeRO-3 gathered one at a time (collective)."""
@@ -187,6 +192,41 @@ class DeepSpeedLearner(Learner):
             refs.append(ray.put(bucket))
             total, count = total + size, count + len(bucket)
         return refs, total, count
+
+    def weight_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """(name, full shape, dtype) of every parameter, in the order they are sent."""
+        out = []
+        for name, p in self.engine.module.causal_lm.named_parameters():
+            shape = tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 keeps the full shape aside
+            out.append((name, shape, str(p.dtype).removeprefix("torch.")))
+        return out
+
+    def channel_address(self) -> tuple[str, int]:
+        """Serve the weight channel's store from rank 0's host; returns its (host, port)."""
+        import ray
+
+        from openrs_ray.broadcast.channel import serve_store
+
+        port = _free_port()
+        self._store_server = serve_store(port, self.cfg.broadcast.timeout_s)
+        return ray.util.get_node_ip_address(), port
+
+    def open_channel(self, host: str, port: int, world_size: int, epoch: int) -> int:
+        """Rank 0 joins the weight channel as its sender (blocks until every engine joins)."""
+        from openrs_ray.broadcast.channel import WeightChannel
+
+        if self.rank == 0:
+            self._channel = WeightChannel(host, port, 0, world_size, epoch, self.cfg.broadcast.timeout_s)
+        return self.rank
+
+    def send_weights(self, bucket_bytes: int) -> int:
+        """Broadcast full weights on the channel (rank 0); other ranks only take part in ZeRO-3 gathers."""
+        tensors = (t for _, t in self._full_parameters())
+        if self.rank != 0:
+            for _ in tensors:
+                pass
+            return 0
+        return self._channel.send(tensors, self.weight_specs(), bucket_bytes)
 
     def save(self, path: str) -> str:
         """HF-format checkpoint (weights + config + tokenizer) plus DeepSpeed state for resume. Collective."""

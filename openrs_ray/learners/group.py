@@ -43,16 +43,17 @@ class LearnerGroup:
 
     def wait_ready(self) -> list[dict[str, float]]:
         """Block until every rank has joined the group and built its engine; returns their init stats."""
-        return self._wait(self._starting, "init()")
+        return self.wait(self._starting, "init()")
 
-    def _wait(self, refs: list, what: str) -> list:
+    def wait(self, refs: list, what: str) -> list:
+        """ray.get of learner calls, bounded by learner.timeout_s (a timeout names the call)."""
         try:
             return ray.get(refs, timeout=self.cfg.learner.timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise TimeoutError(f"learner {what} exceeded learner.timeout_s={self.cfg.learner.timeout_s}s") from None
 
     def _all(self, method: str, *args) -> list:
-        return self._wait([getattr(a, method).remote(*args) for a in self.actors], f"{method}()")
+        return self.wait([getattr(a, method).remote(*args) for a in self.actors], f"{method}()")
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """Shard the batch over ranks, run one step on each, and average their metrics."""
@@ -61,7 +62,7 @@ class LearnerGroup:
         num_items = sum(len(c) for c, w in zip(batch.completion_ids, batch.loss_weights, strict=True) if w)
         g = self.cfg.generation.num_generations
         refs = [a.update.remote(batch.shard(r, n, rows, g), num_items) for r, a in enumerate(self.actors)]
-        results = self._wait(refs, "update()")
+        results = self.wait(refs, "update()")
         merged = {k: sum(r[k] for r in results) / n for k in results[0]}
         merged["learner_tokens"] = sum(r["learner_tokens"] for r in results)
         return merged
@@ -80,9 +81,26 @@ class LearnerGroup:
         refs, nbytes, count = self._all("export_weights", bucket_bytes)[0]
         return WeightVersion(version=version, num_bytes=nbytes, num_tensors=count), refs
 
+    def weight_specs(self) -> list:
+        """(name, shape, dtype) of every parameter, in send order (rank 0)."""
+        return self.wait([self.actors[0].weight_specs.remote()], "weight_specs()")[0]
+
+    def channel_address(self) -> tuple[str, int]:
+        """Start the weight channel's store on rank 0's host."""
+        return self.wait([self.actors[0].channel_address.remote()], "channel_address()")[0]
+
+    def open_channel(self, host: str, port: int, world_size: int, epoch: int) -> list:
+        """Refs of rank 0 joining the channel (wait together with the engines joining)."""
+        return [a.open_channel.remote(host, port, world_size, epoch) for a in self.actors]
+
+    def send_weights(self, bucket_bytes: int) -> list:
+        """Refs of the ranks sending the current weights on the channel (wait with the receivers)."""
+        return [a.send_weights.remote(bucket_bytes) for a in self.actors]
+
     def logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
-        """Rank 0's logprobs of a completion (temperature 1)."""
-        return self._wait([self.actors[0].logprobs.remote(prompt_ids, completion_ids)], "logprobs()")[0]
+        """Rank 0's logprobs of a completion (temperature 1); all ranks take part."""
+        # Every rank runs the forward: under ZeRO-3 each layer's parameters are gathered collectively.
+        return self._all("logprobs", prompt_ids, completion_ids)[0]
 
     def shutdown(self) -> None:
         """Leave the process group and end the actors."""

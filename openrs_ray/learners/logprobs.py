@@ -78,7 +78,7 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """Logprobs of the last `completion_len` columns of input_ids under a causal LM: [B, completion_len]."""
     if completion_len == 0:
-        return torch.zeros(input_ids.size(0), 0)
+        return torch.zeros(input_ids.size(0), 0, device=input_ids.device)
     base = getattr(model, model.base_model_prefix)  # the decoder without its LM head
     out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     hidden = out.last_hidden_state[:, -completion_len - 1 : -1]  # [B, C, H]: states that predict completions

@@ -1,0 +1,69 @@
+"""Weight broadcast over a process group of learner rank 0 and the engines (gloo on CPU).
+
+Process groups cannot grow, and no framework we know adds an engine to a running job. Here the
+group carries a membership epoch: when engines join, leave or are replaced, the next publish forms a
+new group (same store, new prefix). A joining engine first catches up through the object store, so it
+serves the current version before it is ever a member.
+"""
+
+from __future__ import annotations
+
+import time
+
+from openrs_ray.broadcast.base import WeightBroadcast
+from openrs_ray.generators.group import GeneratorGroup
+from openrs_ray.learners.group import LearnerGroup
+from openrs_ray.types import WeightVersion
+
+
+class CollectiveBroadcast(WeightBroadcast):
+    """Versioned, bucketed broadcast of learner rank 0's weights on a torch.distributed group."""
+
+    def __init__(self, learners: LearnerGroup, generators: GeneratorGroup, bucket_mb: int, timeout_s: float) -> None:
+        self.learners, self.generators = learners, generators
+        self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s
+        self.version, self.epoch = 0, 0
+        self._members: list[int] | None = None
+        self._address: tuple[str, int] | None = None
+        self._specs: list | None = None
+        generators.catch_up = self._catch_up
+
+    def _catch_up(self) -> tuple[list, int]:
+        meta, refs = self.learners.export_weights(self.version)
+        return refs, self.version
+
+    def _form_group(self) -> None:
+        """(Re)form the group when the engines changed since the last publish."""
+        members = [e.engine_id for e in self.generators.engines]
+        if members == self._members:
+            return
+        if self._address is None:
+            self._address, self._specs = self.learners.channel_address(), self.learners.weight_specs()
+        self.epoch += 1
+        host, port = self._address
+        world = 1 + len(members)
+        sender = self.learners.open_channel(host, port, world, self.epoch)
+        receivers = self.generators.open_channel(host, port, world, self.epoch, self.timeout_s)
+        self.generators.wait_engines(receivers, "joining the weight channel", self.timeout_s)
+        self.learners.wait(sender, "open_channel()")
+        self._members = members
+
+    def publish(self) -> tuple[WeightVersion, dict[str, float]]:
+        t0 = time.perf_counter()
+        self._form_group()
+        t_group = time.perf_counter() - t0
+        version = self.version + 1
+        receivers = self.generators.receive_weights(self._specs, self.bucket_bytes, version)
+        senders = self.learners.send_weights(self.bucket_bytes)
+        self.generators.wait_engines(receivers, f"receiving weight version {version}", self.timeout_s)
+        nbytes = self.learners.wait(senders, "send_weights()")[0]
+        self.generators.mark_version(version)
+        self.version = version
+        seconds = time.perf_counter() - t0
+        meta = WeightVersion(version=version, num_bytes=nbytes, num_tensors=len(self._specs))
+        return meta, {
+            "sync_s": seconds,
+            "sync_group_s": t_group,
+            "sync_bytes": float(nbytes),
+            "sync_gbps": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
+        }

@@ -1,0 +1,59 @@
+"""The collective weight broadcast (a gloo group of learner rank 0 and the engines) on real actors,
+with ZeRO-3 learners (parameters gathered one by one while sending) and an engine added mid-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openrs_ray.config import load_config
+from openrs_ray.control import scale_generators
+from openrs_ray.orchestrator import Orchestrator
+from tests.conftest import REPO
+from tests.integration.test_flow import COMPLETION, PROMPT, _max_diff
+
+
+@pytest.fixture(scope="module")
+def flow(ray_local: None, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    overrides = [
+        f"model.path={tiny_model}", f"output_dir={tmp_path_factory.mktemp('collective')}",
+        f"data.path={REPO / 'configs/data/gsm8k_mini.jsonl'}", "generation.num_engines=2",
+        "learner.num_learners=2", "learner.zero_stage=3", "broadcast.backend=collective",
+        "broadcast.bucket_size_mb=1",  # several buckets even for the tiny model (1.4 MB)
+    ]  # fmt: skip
+    orch = Orchestrator(load_config(REPO / "configs/smoke.yaml", overrides))
+    try:
+        orch.setup()
+        yield orch
+    finally:
+        orch.shutdown()
+
+
+def _engines_match_learner(flow: Orchestrator) -> None:
+    learner = flow.learners.logprobs(PROMPT, COMPLETION)
+    for i in range(len(flow.generators.engines)):
+        engine = flow.generators.prompt_logprobs(i, PROMPT + COMPLETION)[-len(COMPLETION) :]
+        assert _max_diff(engine, learner) < 1e-3, f"engine {i} disagrees with the learner"
+
+
+def test_collective_broadcast_carries_the_weights(flow: Orchestrator) -> None:
+    before = flow.learners.logprobs(PROMPT, COMPLETION)
+    metrics = [flow.step() for _ in range(2)]
+    assert [m["weight_version"] for m in metrics] == [1, 2]
+    assert metrics[0]["sync_bytes"] > 1e6 and metrics[0]["sync_gbps"] > 0
+    assert flow.generators.reported_versions() == [2, 2]
+    assert _max_diff(flow.learners.logprobs(PROMPT, COMPLETION), before) > 1e-3
+    _engines_match_learner(flow)
+
+
+def test_engine_added_mid_run_joins_the_group(flow: Orchestrator) -> None:
+    version, epoch = flow.broadcast.version, flow.broadcast.epoch
+    scale_generators(Path(flow.cfg.output_dir).name, 3)
+    flow._rescale()  # the new engine catches up through the object store before serving
+    assert flow.generators.reported_versions() == [version] * 3
+    _engines_match_learner(flow)
+    metrics = flow.step()  # the next publish forms a 3-engine group
+    assert flow.broadcast.epoch == epoch + 1 and metrics["weight_version"] == version + 1
+    assert flow.generators.reported_versions() == [version + 1] * 3
+    _engines_match_learner(flow)
