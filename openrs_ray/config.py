@@ -57,6 +57,11 @@ class DataConfig(_Section):
     """Seed of the data order."""
     max_samples: int | None = Field(default=None, ge=1)
     """Use only the first N problems of the file (None: all)."""
+    difficulty_key: str = "difficulty"
+    """Column holding each problem's difficulty level (MATH: 1-5), used by difficulty_shares."""
+    difficulty_shares: dict[str, float] | None = None
+    """Target share of prompts per difficulty level, e.g. {"1": 0.5, "5": 0.5} (Open-RS Exp 2 mixed easy
+    and hard); levels not named are never drawn. None: every problem once per epoch in seeded order."""
 
 
 class GenerationConfig(_Section):
@@ -128,6 +133,16 @@ class BufferConfig(_Section):
     """Most weight versions a trained sample may lag the learner (0: synchronous on-policy)."""
     advantage_scale: Literal["group", "batch", "none"] = "group"
     """Divide advantages by the group's std (GRPO), the batch's std, or not at all (Dr.GRPO)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal and refill the batch with new prompts (DAPO)."""
+    max_refill_rounds: int = Field(default=4, ge=0)
+    """Most extra generation rounds per step when dynamic sampling refills the batch."""
+    overlong: Literal["none", "mask", "penalty"] = "none"
+    """Truncated completions: train as they are, mask them out of the loss, or penalise them (DAPO)."""
+    overlong_buffer_len: int = Field(default=0, ge=0)
+    """Soft overlong penalty: tokens before max_completion_length where the penalty starts ramping."""
+    overlong_penalty: float = Field(default=1.0, ge=0)
+    """Soft overlong penalty at max_completion_length (subtracted from the reward)."""
 
 
 class LearnerConfig(_Section):
@@ -151,6 +166,12 @@ class LearnerConfig(_Section):
     """Share of the optimizer steps spent warming the learning rate up from 0."""
     min_lr_rate: float = Field(default=0.1, ge=0, le=1)
     """Final learning rate as a share of lr, for cosine_with_min_lr."""
+    importance_sampling_correction: bool = True
+    """Weight each token by the truncated ratio of learner to sampling probability (off-policy fix)."""
+    importance_sampling_cap: float = Field(default=2.0, gt=0)
+    """Cap of that per-token importance weight (truncated importance sampling)."""
+    max_consecutive_nonfinite: int = Field(default=3, ge=1)
+    """A NaN/inf loss skips its update; this many in a row stop the run (after a checkpoint)."""
     num_iterations: int = Field(default=1, ge=1)
     """Optimizer steps per batch (GRPO's mu); >1 reuses the batch with stored old logprobs and clipping."""
     micro_batch_size: int = Field(default=4, ge=1)
@@ -207,6 +228,8 @@ class MetricsConfig(_Section):
 class CheckpointConfig(_Section):
     save_steps: int = Field(default=0, ge=0)
     """Save every N steps (0: never)."""
+    keep_last: int = Field(default=2, ge=1)
+    """Checkpoints kept in OUTPUT_DIR/checkpoints (older ones are deleted)."""
 
 
 class RunConfig(_Section):
