@@ -15,6 +15,7 @@ The orchestrator owns only the step counter and the order of phases; components 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,14 +24,15 @@ import ray
 
 from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
-from openrs_ray.buffer.rollout_buffer import RolloutBuffer
+from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
 from openrs_ray.data.sources import PromptSource
-from openrs_ray.generators.group import GeneratorGroup
+from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.rewards.pool import VerifierPool
 from openrs_ray.runlog import rollout_metrics
+from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 
 class PhaseTimer:
@@ -49,12 +51,14 @@ class PhaseTimer:
 
 
 class Orchestrator:
-    """Synchronous on-policy GRPO: each step samples with the newest weights, learns, and broadcasts."""
+    """GRPO steps: synchronous on-policy (buffer.max_staleness = 0) or asynchronous, with generation of
+    the next max_staleness batches overlapping learning on this one."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.step_idx = 0
         self.started: list[Any] = []  # components to shut down, in start order
+        self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
 
     def setup(self) -> None:
         """Start every role; engines and learners load their models concurrently."""
@@ -66,7 +70,7 @@ class Orchestrator:
         self.generators = self._start(GeneratorGroup(cfg))
         self.verifiers = self._start(VerifierPool(cfg))
         self.learners = self._start(LearnerGroup(cfg))
-        self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations)
+        self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
         self.generators.wait_ready()
         self.learners.wait_ready()
@@ -82,32 +86,68 @@ class Orchestrator:
 
     def step(self) -> dict[str, Any]:
         """One GRPO step, phase by phase as in the flow diagram; returns the step's metrics."""
-        cfg, t = self.cfg, PhaseTimer()
+        t = PhaseTimer()
         with t("step"):
             with t("scale"):  # operators may have asked for more or fewer engines
                 self._rescale()
-            with t("generate"):  # prompts → generators
-                prompts = self.prompts.next_batch(cfg.prompts_per_step)
-                rollouts = self.generators.generate(prompts)
+            with t("generate"):  # prompts → generators (max_staleness batches ahead when async)
+                prompts, rollouts = self._next_rollouts()
             with t("verify"):  # → verifier pool → rollout buffer
-                self.buffer.add(self.verifiers.score(list(zip(prompts, rollouts, strict=True))), self.broadcast.version)
-                batch, groups, taken = self.buffer.take(
-                    cfg.prompts_per_step, self.broadcast.version, cfg.rewards.timeout_s
-                )
+                groups, taken = self._score(prompts, rollouts)
+            with t("refill"):  # dynamic sampling: more prompts until the batch is full
+                prompts += self._refill(groups, taken)
+            batch, staleness = self.buffer.batch(groups, self.broadcast.version)
             with t("learn"):  # → learners
-                learn = self.learners.update(batch) if len(batch) else {}
+                learn = self.learners.update(batch) if groups else {}
             with t("broadcast"):  # → weight broadcast → generators
-                sync = self.broadcast.publish()[1] if len(batch) else {}
+                sync = self.broadcast.publish()[1] if groups else {}
         self.step_idx += 1
+        return self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
+
+    def _next_rollouts(self) -> tuple[list[Prompt], list[list[Rollout]]]:
+        """Keep 1 + max_staleness batches in flight on the engines, and collect the oldest."""
+        n = self.cfg.prompts_per_step
+        while len(self.in_flight) < 1 + self.cfg.buffer.max_staleness:
+            batch = self.prompts.next_batch(n)
+            self.in_flight.append((batch, self.generators.submit(batch)))
+        prompts, pending = self.in_flight.popleft()
+        return list(prompts), self.generators.collect(pending)
+
+    def _score(self, prompts: list[Prompt], rollouts: list[list[Rollout]]) -> tuple[list[ScoredGroup], TakeStats]:
+        version = min(r.weight_version for group in rollouts for r in group)
+        self.buffer.add(self.verifiers.score(list(zip(prompts, rollouts, strict=True))), version)
+        return self.buffer.take(len(prompts), self.broadcast.version, self.cfg.rewards.timeout_s)
+
+    def _refill(self, groups: list[ScoredGroup], taken: TakeStats) -> list[Prompt]:
+        """Dynamic sampling (DAPO): replace dropped groups with new prompts, a bounded number of rounds."""
+        extra: list[Prompt] = []
+        rounds = self.cfg.buffer.max_refill_rounds if self.cfg.buffer.dynamic_sampling else 0
+        for _ in range(rounds):
+            missing = self.cfg.prompts_per_step - len(groups)
+            if missing <= 0:
+                break
+            batch = self.prompts.next_batch(missing)
+            more, stats = self._score(batch, self.generators.generate(batch))
+            groups += more
+            taken.add(stats)
+            taken.refill_rounds += 1
+            extra += batch
+        return extra
+
+    def _metrics(self, prompts, groups, taken, staleness, seconds, learn, sync) -> dict[str, Any]:
         return {
             "step": self.step_idx,
             "weight_version": self.broadcast.version,
             **rollout_metrics(groups),
-            **t.seconds,
+            **seconds,
             **learn,
             **sync,
+            **staleness.summary(),
             "groups_trained": len(groups),
             "dropped_unparsable": taken.dropped_unparsable,
+            "dropped_stale": taken.stale,
+            "dropped_zero_variance": taken.zero_variance,
+            "refill_rounds": taken.refill_rounds,
             "dropped_too_long": self.prompts.dropped_too_long,
             "verify_timeouts": taken.sample_timeouts,
             "verify_group_timeouts": taken.group_timeouts,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 from openrs_ray.config import DataConfig
+from openrs_ray.data.mixing import MixingError, QuotaPicker, ShuffledCursor, bucket_rows, level_name, parse_shares
 from openrs_ray.types import Prompt
 
 PROMPT_KEYS = ("question", "problem", "prompt")
@@ -52,6 +52,9 @@ def gold_answer(raw: Any) -> str:
 class PromptSource:
     """Serves prompts in a seeded order, epoch after epoch, with a checkpointable cursor.
 
+    Without `difficulty_shares` every row is served once per epoch in a seeded order. With them, each
+    prompt's difficulty level is chosen by a `QuotaPicker` (shares exact to within one prompt, see
+    openrs_ray.data.mixing) and the row comes from that level's own seeded order, an epoch per level.
     Prompts longer than `max_prompt_length` tokens are dropped and counted, never truncated.
     """
 
@@ -63,14 +66,36 @@ class PromptSource:
         self.prompt_key = _pick(self.rows[0], cfg.prompt_key, PROMPT_KEYS, "prompt")
         self.answer_key = _pick(self.rows[0], cfg.answer_key, ANSWER_KEYS, "answer")
         self.name = Path(cfg.path).stem
-        self.epoch, self.index, self.dropped_too_long = 0, 0, 0
-        self._order = self._epoch_order(0)
+        self.dropped_too_long = 0
+        # The unmixed cursor's seed prefix is the bare seed, which keeps the order of every run made before mixing.
+        self._cursor = ShuffledCursor(list(range(len(self.rows))), cfg.shuffle, str(cfg.seed))
+        self._picker: QuotaPicker | None = None
+        self._buckets: dict[str, ShuffledCursor] = {}
+        try:
+            shares = parse_shares(cfg.difficulty_shares)
+            if shares is not None:
+                if cfg.difficulty_key not in self.rows[0]:
+                    raise DataError(
+                        f"data.difficulty_key: {cfg.difficulty_key!r} not in the data's columns {sorted(self.rows[0])}"
+                    )
+                levels = [level_name(row[cfg.difficulty_key]) for row in self.rows]
+                for level, ids in bucket_rows(levels, shares, cfg.difficulty_key).items():
+                    self._buckets[level] = ShuffledCursor(ids, cfg.shuffle, f"{cfg.seed}:level={level}")
+                self._picker = QuotaPicker(shares, cfg.seed)
+        except MixingError as e:
+            raise DataError(str(e)) from e
 
-    def _epoch_order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.rows)))
-        if self.cfg.shuffle:
-            random.Random(f"{self.cfg.seed}:{epoch}").shuffle(order)
-        return order
+    @property
+    def epoch(self) -> int:
+        """The current epoch (from 0) over all rows, or (mixing) the lowest epoch of any level."""
+        if self._picker is None:
+            return self._cursor.epoch
+        return min(b.epoch for b in self._buckets.values())
+
+    @property
+    def index(self) -> int:
+        """Position in the current epoch (unmixed); prompts drawn so far (mixing)."""
+        return self._cursor.index if self._picker is None else self._picker.total
 
     def render(self, problem: str) -> str:
         """The chat-templated prompt text the generator sees."""
@@ -90,14 +115,12 @@ class PromptSource:
 
     def next_batch(self, n: int) -> list[Prompt]:
         """The next `n` usable prompts, moving into the next epoch when one ends."""
+        if self._picker is not None:
+            return [self._next_mixed(self._picker.pick()) for _ in range(n)]
         out: list[Prompt] = []
         scanned = 0
         while len(out) < n:
-            if self.index == len(self._order):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._epoch_order(self.epoch)
-            prompt = self._make(self._order[self.index])
-            self.index += 1
+            prompt = self._make(self._cursor.next())
             scanned += 1
             if prompt is not None:
                 out.append(prompt)
@@ -105,6 +128,56 @@ class PromptSource:
                 raise DataError(f"no prompt in {self.cfg.path} fits max_prompt_length={self.max_prompt_length}")
         return out
 
-    def state(self) -> dict[str, int]:
-        """The cursor, for checkpoints."""
-        return {"epoch": self.epoch, "index": self.index, "dropped_too_long": self.dropped_too_long}
+    def _next_mixed(self, level: str) -> Prompt:
+        # The level is picked once per usable prompt: an over-long row is replaced by the next row of the
+        # same level, so drops never skew the shares.
+        bucket = self._buckets[level]
+        for _ in range(len(bucket)):
+            prompt = self._make(bucket.next())
+            if prompt is not None:
+                return prompt
+        raise DataError(
+            f"data.difficulty_shares: no prompt of level {level!r} in {self.cfg.path} fits "
+            f"max_prompt_length={self.max_prompt_length}"
+        )
+
+    def state(self) -> dict[str, Any]:
+        """The cursor, for checkpoints: JSON-able, and enough for `load_state` to continue exactly."""
+        state: dict[str, Any] = {"num_rows": len(self.rows), "dropped_too_long": self.dropped_too_long}
+        if self._picker is None:
+            state.update(self._cursor.state())
+        else:
+            state["mixing"] = {
+                "buckets": {level: b.state() for level, b in self._buckets.items()},
+                **self._picker.state(),
+            }
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from `state()` of a PromptSource over the same data and config."""
+        if int(state.get("num_rows", len(self.rows))) != len(self.rows):
+            raise DataError(
+                f"data.path: the cursor was saved over {state['num_rows']} rows, {self.cfg.path} has {len(self.rows)}"
+            )
+        mixing = state.get("mixing")
+        if (mixing is None) != (self._picker is None):
+            raise DataError(
+                "data.difficulty_shares: the cursor was saved "
+                f"{'without' if mixing is None else 'with'} difficulty mixing, the config has it "
+                f"{'on' if self._picker is not None else 'off'}"
+            )
+        try:
+            if self._picker is None:
+                self._cursor.load_state(state)
+            else:
+                if set(mixing["buckets"]) != set(self._buckets):
+                    raise MixingError(
+                        f"data.difficulty_shares: the cursor mixes levels {sorted(mixing['buckets'])}, "
+                        f"the config names {sorted(self._buckets)}"
+                    )
+                for level, bucket in self._buckets.items():
+                    bucket.load_state(mixing["buckets"][level])
+                self._picker.load_state(mixing)
+        except MixingError as e:
+            raise DataError(str(e)) from e
+        self.dropped_too_long = int(state["dropped_too_long"])

@@ -17,12 +17,27 @@ from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.types import Prompt, Rollout
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a replaced engine is another object even with the same id
 class _Engine:
     engine_id: int
     actor: ray.actor.ActorHandle
     version: int = 0
     in_flight: int = 0  # prompts dispatched and not yet returned
+
+
+@dataclass
+class _Call:
+    engine: _Engine
+    batch: list[int]  # positions in the submitted prompt list
+    ref: ray.ObjectRef
+
+
+@dataclass
+class PendingGeneration:
+    """Prompts dispatched to engines whose rollouts have not been collected yet."""
+
+    prompts: list[Prompt]
+    calls: list[_Call]
 
 
 class GeneratorGroup:
@@ -90,52 +105,65 @@ class GeneratorGroup:
             ray.kill(e.actor)
         return [e.engine_id for e in gone]
 
-    def _assign(self, prompts: list[Prompt]) -> dict[int, list[int]]:
-        """Prompt indices per engine index, each prompt to the engine with the least work."""
+    def _assign(self, n: int) -> dict[int, list[int]]:
+        """Positions 0..n-1 per engine index, each to the engine with the least work in flight."""
         plan: dict[int, list[int]] = {}
         load = [e.in_flight for e in self.engines]
-        for p in range(len(prompts)):
+        for p in range(n):
             i = min(range(len(load)), key=load.__getitem__)
             plan.setdefault(i, []).append(p)
             load[i] += 1
         return plan
 
-    def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
-        """Rollouts per prompt, in prompt order. A dead engine is replaced and its prompts re-dispatched."""
-        out: list[list[Rollout] | None] = [None] * len(prompts)
-        todo = list(range(len(prompts)))
-        for _ in range(len(self.engines) + 2):  # each round loses at least one engine or finishes
-            if not todo:
-                break
-            todo = self._generate_round(prompts, todo, out)
-        if todo:
-            raise RuntimeError(f"prompts {todo} could not be generated: engines keep dying")
-        return out  # type: ignore[return-value]
-
-    def _generate_round(self, prompts: list[Prompt], todo: list[int], out: list) -> list[int]:
-        plan = self._assign([prompts[i] for i in todo])
+    def _dispatch(self, prompts: list[Prompt], todo: list[int]) -> list[_Call]:
         calls = []
-        for i, picks in plan.items():
+        for i, picks in self._assign(len(todo)).items():
             engine, batch = self.engines[i], [todo[p] for p in picks]
             engine.in_flight += len(batch)
-            calls.append((engine, batch, engine.actor.generate.remote([prompts[j] for j in batch])))
-        _, pending = ray.wait([c[2] for c in calls], num_returns=len(calls), timeout=self.cfg.generation.timeout_s)
+            calls.append(_Call(engine, batch, engine.actor.generate.remote([prompts[j] for j in batch])))
+        return calls
+
+    def submit(self, prompts: list[Prompt]) -> PendingGeneration:
+        """Dispatch prompts to the least-loaded engines and return at once (the asynchronous mode)."""
+        return PendingGeneration(prompts, self._dispatch(prompts, list(range(len(prompts)))))
+
+    def collect(self, pending: PendingGeneration) -> list[list[Rollout]]:
+        """Rollouts per prompt, in prompt order. A dead engine is replaced and its prompts re-dispatched."""
+        out: list[list[Rollout] | None] = [None] * len(pending.prompts)
+        calls = pending.calls
+        for _ in range(len(self.engines) + 2):  # each retry follows the loss of an engine
+            failed = self._gather(calls, out)
+            if not failed:
+                return out  # type: ignore[return-value]
+            calls = self._dispatch(pending.prompts, failed)
+        raise RuntimeError(f"prompts {failed} could not be generated: engines keep dying")
+
+    def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
+        """Synchronous generation: submit and collect."""
+        return self.collect(self.submit(prompts))
+
+    def _gather(self, calls: list[_Call], out: list) -> list[int]:
+        timeout = self.cfg.generation.timeout_s
+        _, late = ray.wait([c.ref for c in calls], num_returns=len(calls), timeout=timeout)
         failed: list[int] = []
-        for engine, batch, ref in calls:
-            engine.in_flight -= len(batch)
-            if ref in pending:
-                raise TimeoutError(f"generator engine {engine.engine_id} did not finish generate "
-                                   f"within {self.cfg.generation.timeout_s}s")  # fmt: skip
+        for call in calls:
+            call.engine.in_flight -= len(call.batch)
+            if call.ref in late:
+                raise TimeoutError(
+                    f"generator engine {call.engine.engine_id} did not finish generate within {timeout}s"
+                )
             try:
-                for j, group in zip(batch, ray.get(ref), strict=True):
+                for j, group in zip(call.batch, ray.get(call.ref), strict=True):
                     out[j] = group
             except ray.exceptions.RayActorError:
-                failed += batch
-                self._replace(engine)
+                failed += call.batch
+                self._replace(call.engine)
         return failed
 
     def _replace(self, dead: _Engine) -> None:
         """A new actor with the dead engine's id, synced to the newest weights, takes its place."""
+        if dead not in self.engines:  # already replaced while collecting an earlier batch
+            return
         (fresh,) = self._spawn(1, ids=[dead.engine_id])
         self._bring_up([fresh])
         self.engines[self.engines.index(dead)] = fresh

@@ -36,6 +36,7 @@ class _MicroBatch:
     position_ids: torch.Tensor  # [b, P+C]
     mask: torch.Tensor  # [b, C] completion tokens times the row's loss weight
     advantages: torch.Tensor  # [b]
+    sampling: torch.Tensor | None = None  # [b, C] the engine's logprobs, for importance sampling
     old_logprobs: torch.Tensor | None = None  # [b, C], when num_iterations > 1
     ref_logprobs: torch.Tensor | None = None  # [b, C], when beta > 0
 
@@ -100,6 +101,7 @@ class DeepSpeedLearner(Learner):
                 ids.to(dev), attn.to(dev), pos.to(dev), (cmask * weights).to(dev),
                 torch.tensor(part.advantages, dtype=torch.float32, device=dev),
             )  # fmt: skip
+            mb.sampling = self._sampling(part, cmask.size(1), dev)
             with torch.no_grad():
                 if self.cfg.learner.num_iterations > 1:
                     self.engine.eval()
@@ -108,6 +110,15 @@ class DeepSpeedLearner(Learner):
                     mb.ref_logprobs = self._logprobs(self.ref, mb)
             out.append(mb)
         return out
+
+    def _sampling(self, part: TrainBatch, width: int, dev: torch.device) -> torch.Tensor | None:
+        """[b, C] sampling logprobs, or None when IS correction is off or some row lacks them."""
+        rows = part.sampling_logprobs
+        if not self.cfg.learner.importance_sampling_correction or any(
+            len(s) != len(c) for s, c in zip(rows, part.completion_ids, strict=True)
+        ):
+            return None
+        return torch.tensor([list(s) + [0.0] * (width - len(s)) for s in rows], dtype=torch.float32, device=dev)
 
     def update(self, batch: TrainBatch, num_items_in_batch: int) -> dict[str, float]:
         """`num_iterations` optimizer steps over this rank's shard, each accumulating over micro-batches.
@@ -126,13 +137,16 @@ class DeepSpeedLearner(Learner):
                 logprobs = self._logprobs(self.engine, mb)  # [b, C]
                 # With one iteration old = current, detached (ratio 1), exactly as TRL does.
                 old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
+                is_w = None
+                if mb.sampling is not None:  # off-policy fix: the engine sampled from its own version
+                    is_w = torch.exp(old - mb.sampling).clamp(max=lc.importance_sampling_cap) * (mb.mask > 0)
                 loss, metrics = policy_loss(
                     logprobs, old, mb.advantages, mb.mask,
                     loss_type=lc.loss_type, epsilon=lc.epsilon, epsilon_high=lc.epsilon_high,
                     beta=lc.beta, ref_logprobs=mb.ref_logprobs, max_completion_length=gen.max_completion_length,
                     # DeepSpeed averages gradients over ranks; dividing by tokens/world_size gives the
                     # global token mean, exactly as TRL normalises dapo under DDP.
-                    num_items_in_batch=num_items_in_batch / self.world_size,
+                    num_items_in_batch=num_items_in_batch / self.world_size, is_weights=is_w,
                 )  # fmt: skip
                 self.engine.backward(loss)
                 self.engine.step()

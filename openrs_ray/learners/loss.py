@@ -26,12 +26,14 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     max_completion_length: int | None = None,
     num_items_in_batch: int | float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy-gradient loss plus an optional k3 KL penalty.
 
     logprobs, old_logprobs, ref_logprobs, mask: [B, T] over completion tokens; advantages: [B].
     Reductions follow TRL: grpo = mean over sequences of each sequence's token mean;
     bnpo = sum / tokens; dr_grpo = sum / (B * max_completion_length); dapo = sum / num_items_in_batch.
+    is_weights [B, T] (detached, e.g. min(exp(old - sampling), cap)) scale the policy-gradient term only.
     """
     mask = mask.to(logprobs.dtype)  # [B, T]
     hi = epsilon if epsilon_high is None else epsilon_high
@@ -39,6 +41,8 @@ def policy_loss(
     clipped = torch.clamp(ratio, 1.0 - epsilon, 1.0 + hi)  # [B, T]
     adv = advantages.unsqueeze(1)  # [B, 1]
     per_token = -torch.min(ratio * adv, clipped * adv)  # [B, T]
+    if is_weights is not None:  # truncated importance sampling against the sampling engine, as TRL
+        per_token = per_token * is_weights  # [B, T]
 
     kl = None
     if beta > 0.0:
@@ -72,6 +76,8 @@ def policy_loss(
             "clip_ratio_high": _masked_mean(is_high.to(mask.dtype), mask).item(),
             "ratio_mean": _masked_mean(ratio, mask).item(),
         }
+        if is_weights is not None:
+            metrics["is_weight_mean"] = _masked_mean(is_weights, mask).item()
         if kl is not None:
             seq_kl = (kl * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # [B]
             metrics["kl"] = seq_kl.mean().item()

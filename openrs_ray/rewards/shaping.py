@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cosine_reward", "format_reward", "tag_count_reward"]
+__all__ = ["cosine_reward", "format_reward", "overlong_penalty", "tag_count_reward"]
 
 _THINK_OPEN = "<think>\n"
 _THINK_CLOSE = "\n</think>\n"
@@ -63,3 +63,16 @@ def cosine_reward(
     else:
         lo, hi = max_value_wrong, min_value_wrong
     return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * clamped / max_len))
+
+
+def overlong_penalty(length: int, max_len: int, buffer_len: int, penalty: float = 1.0) -> float:
+    """DAPO's soft overlong punishment: 0 up to max_len - buffer_len, then a linear ramp to -penalty at max_len.
+
+    With buffer_len = 0 it is a hard -penalty for completions that reached max_len (were truncated).
+    """
+    start = max_len - buffer_len
+    if length < start or (buffer_len == 0 and length < max_len):
+        return 0.0
+    if buffer_len == 0 or length >= max_len:
+        return -penalty
+    return -penalty * (length - start) / buffer_len

@@ -20,7 +20,7 @@ def ray_local() -> Iterator[None]:
     """An embedded local Ray for in-process tests; stopped at the end of the session."""
     import ray
 
-    ray.init(num_cpus=6, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=8, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
