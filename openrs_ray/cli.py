@@ -18,24 +18,34 @@ def _progress(enabled: bool) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Load and check the config, then run the orchestrator on Ray, writing the run folder."""
-    from openrs_ray.config import check_paths, load_config
+    from openrs_ray.config import ConfigError, check_paths, load_config
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = args.overrides + ([f"output_dir={args.resume}"] if args.resume else [])
+    cfg = load_config(args.config, overrides)
     check_paths(cfg)  # before any actor starts
+    from openrs_ray.checkpoint import latest_checkpoint
     from openrs_ray.cluster import ray_cluster
     from openrs_ray.orchestrator import Orchestrator
     from openrs_ray.runlog import RunFolder
 
-    run = RunFolder(cfg, overwrite=args.overwrite)
+    ckpt = latest_checkpoint(args.resume) if args.resume else None
+    if args.resume and ckpt is None:
+        raise ConfigError(f"--resume: no complete checkpoint in {args.resume}/checkpoints")
+    step0 = int(ckpt.name.split("-")[1]) if ckpt else None
+    run = RunFolder(cfg, overwrite=args.overwrite, resume_step=step0)
     with ray_cluster(cfg.cluster):
         orch = Orchestrator(cfg)
         try:
-            orch.setup()
+            orch.setup(resume=ckpt)
+            if ckpt:
+                print(f"resumed from {ckpt} (step {orch.step_idx})")
             with _progress(cfg.metrics.progress_bar) as bar:
-                task = bar.add_task("train", total=cfg.max_steps, info="")
+                task = bar.add_task("train", total=cfg.max_steps, completed=orch.step_idx, info="")
                 while orch.step_idx < cfg.max_steps:
                     m = orch.step()
                     run.log(m)
+                    if cfg.checkpoint.save_steps and orch.step_idx % cfg.checkpoint.save_steps == 0:
+                        orch.save()
                     info = f"reward {m['reward_mean']:.3f} acc {m['accuracy_mean']:.3f} {m['time_step_s']:.1f}s"
                     bar.update(task, advance=1, info=info)
         finally:
@@ -78,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-6")
     train.add_argument("--overwrite", action="store_true", help="reuse an output_dir that holds a run")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     train.set_defaults(func=cmd_train)
     scale = sub.add_parser("scale", help="change the generator engine count of a running job")
     scale.add_argument("--generators", type=int, required=True, help="engines wanted (>= 1)")

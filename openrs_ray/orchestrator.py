@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +26,7 @@ import ray
 from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
+from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
 from openrs_ray.data.sources import PromptSource
@@ -60,14 +62,19 @@ class Orchestrator:
         self.started: list[Any] = []  # components to shut down, in start order
         self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
 
-    def setup(self) -> None:
-        """Start every role; engines and learners load their models concurrently."""
+    def setup(self, resume: Path | None = None) -> None:
+        """Start every role (engines and learners load concurrently); from a checkpoint when `resume`."""
         from transformers import AutoTokenizer
 
         cfg = self.cfg
         tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
         self.prompts = PromptSource(cfg.data, tokenizer, cfg.generation.max_prompt_length)
-        self.generators = self._start(GeneratorGroup(cfg))
+        state, in_flight, buffered = read_state(resume) if resume else ({"weight_version": 0}, [], [])
+        version = state["weight_version"]
+        gen_cfg = cfg.model_copy(deep=True)
+        if resume:  # engines start from the checkpoint's HF weights; learners load theirs below
+            gen_cfg.model.path = str(resume / "policy")
+        self.generators = self._start(GeneratorGroup(gen_cfg, version=version))
         self.verifiers = self._start(VerifierPool(cfg))
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
@@ -76,9 +83,33 @@ class Orchestrator:
         self.learners.wait_ready()
         bc = cfg.broadcast
         if bc.backend == "collective":
-            self.broadcast = CollectiveBroadcast(self.learners, self.generators, bc.bucket_size_mb, bc.timeout_s)
+            self.broadcast = CollectiveBroadcast(
+                self.learners, self.generators, bc.bucket_size_mb, bc.timeout_s, version
+            )
         else:
-            self.broadcast = ObjectStoreBroadcast(self.learners, self.generators)
+            self.broadcast = ObjectStoreBroadcast(self.learners, self.generators, version)
+        if resume:
+            self._resume(resume, state, in_flight, buffered)
+
+    def _resume(self, path: Path, state: dict, in_flight: list[list[Prompt]], buffered: list[ScoredGroup]) -> None:
+        """Continue exactly where the checkpoint stopped: batches that were in flight are re-issued in order."""
+        self.learners.load(str(path / "policy" / "deepspeed"))
+        self.prompts.load_state(state["data"])
+        self.step_idx = state["step"]
+        self.buffer.restore(buffered)
+        for batch in in_flight:
+            self.in_flight.append((batch, self.generators.submit(batch)))
+
+    def save(self) -> Path:
+        """Checkpoint the run after the current step (see checkpoint.py); keeps the newest keep_last."""
+        path = checkpoint_dir(self.cfg.output_dir, self.step_idx)
+        self.learners.save(str(path / "policy"))
+        write_state(
+            path, step=self.step_idx, version=self.broadcast.version, data=self.prompts.state(),
+            in_flight=[batch for batch, _ in self.in_flight], buffered=self.buffer.snapshot(self.cfg.rewards.timeout_s),
+        )  # fmt: skip
+        prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
+        return path
 
     def _start(self, component: Any) -> Any:
         self.started.append(component)

@@ -14,9 +14,14 @@ from openrs_ray.types import ScoredGroup
 class RunFolder:
     """Creates output_dir and appends step metrics to metrics.jsonl."""
 
-    def __init__(self, cfg: RunConfig, overwrite: bool = False) -> None:
+    def __init__(self, cfg: RunConfig, overwrite: bool = False, resume_step: int | None = None) -> None:
         self.path = Path(cfg.output_dir)
         self.metrics_path = self.path / "metrics.jsonl"
+        if resume_step is not None:  # keep the steps the checkpoint covers; later lines are re-run
+            lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+            kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+            return
         if self.metrics_path.exists() and not overwrite:
             raise FileExistsError(
                 f"output_dir {self.path} already holds a run (metrics.jsonl); choose another output_dir "

@@ -19,10 +19,12 @@ from openrs_ray.types import WeightVersion
 class CollectiveBroadcast(WeightBroadcast):
     """Versioned, bucketed broadcast of learner rank 0's weights on a torch.distributed group."""
 
-    def __init__(self, learners: LearnerGroup, generators: GeneratorGroup, bucket_mb: int, timeout_s: float) -> None:
+    def __init__(
+        self, learners: LearnerGroup, generators: GeneratorGroup, bucket_mb: int, timeout_s: float, version: int = 0
+    ) -> None:
         self.learners, self.generators = learners, generators
         self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s
-        self.version, self.epoch = 0, 0
+        self.version, self.epoch = version, 0
         self._members: list[int] | None = None
         self._address: tuple[str, int] | None = None
         self._specs: list | None = None

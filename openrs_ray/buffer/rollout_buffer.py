@@ -64,6 +64,15 @@ class RolloutBuffer:
         """Queue refs of groups sampled with `weight_version` (resolved only when taken)."""
         self._refs.extend((r, weight_version) for r in refs)
 
+    def snapshot(self, timeout_s: float) -> list[ScoredGroup]:
+        """The queued groups, resolved (for checkpoints); the queue itself is left as it is."""
+        return [ray.get(ref, timeout=timeout_s) for ref, _ in self._refs]
+
+    def restore(self, groups: list[ScoredGroup]) -> None:
+        """Queue groups saved by `snapshot` again."""
+        for g in groups:
+            self.add([ray.put(g)], g.weight_version)
+
     def take(self, num_groups: int, learner_version: int, timeout_s: float) -> tuple[list[ScoredGroup], TakeStats]:
         """Resolve up to `num_groups` queued groups; keep those fit to train on.
 

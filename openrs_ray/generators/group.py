@@ -43,8 +43,9 @@ class PendingGeneration:
 class GeneratorGroup:
     """Starts `generation.num_engines` engines, dispatches to the least loaded, tracks their versions."""
 
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: RunConfig, version: int = 0) -> None:
+        self.cfg = cfg  # cfg.model.path is what engines load first; it holds weight version `version`
+        self.base_version = version
         cc = cfg.cluster
         self._actor_cls = ray.remote(VLLMGenerator).options(
             num_cpus=cc.generator_cpus,
@@ -63,7 +64,7 @@ class GeneratorGroup:
         if ids is None:
             ids = list(range(self._next_id, self._next_id + n))
             self._next_id += n
-        return [_Engine(i, self._actor_cls.remote(i, self.cfg)) for i in ids]
+        return [_Engine(i, self._actor_cls.remote(i, self.cfg, self.base_version), self.base_version) for i in ids]
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
@@ -77,7 +78,7 @@ class GeneratorGroup:
         """Wait for engines to start, then give them the newest weights before they serve."""
         self._wait([e.actor.ready.remote() for e in engines], engines, "start", self.cfg.generation.start_timeout_s)
         latest = self._latest if self._latest is not None or self.catch_up is None else self.catch_up()
-        if latest is not None and latest[1] > 0:
+        if latest is not None and latest[1] > self.base_version:
             self._sync(engines, *latest)
 
     def wait_ready(self) -> None:

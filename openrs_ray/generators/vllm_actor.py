@@ -15,7 +15,7 @@ WORKER_EXTENSION = "openrs_ray.generators.worker_ext.WeightSyncExtension"
 class VLLMGenerator(Generator):
     """One vLLM engine; tracks the weight version it serves."""
 
-    def __init__(self, engine_id: int, cfg: RunConfig) -> None:
+    def __init__(self, engine_id: int, cfg: RunConfig, version: int = 0) -> None:
         # In-process engine core: collective_rpc then passes real tensors and ObjectRefs to the worker
         # (with multiprocessing they are serialised, and tensors arrive as Python lists).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -23,7 +23,7 @@ class VLLMGenerator(Generator):
         from vllm import LLM
 
         gen, mc = cfg.generation, cfg.model
-        self.engine_id, self.cfg, self.version = engine_id, cfg, 0
+        self.engine_id, self.cfg, self.version = engine_id, cfg, version  # the checkpoint's version
         self.llm = LLM(
             model=mc.path,
             dtype=mc.dtype,

@@ -255,6 +255,13 @@ class DeepSpeedLearner(Learner):
             AutoTokenizer.from_pretrained(mc.path, trust_remote_code=mc.trust_remote_code).save_pretrained(out)
         return str(out)
 
+    def load(self, path: str) -> str:
+        """Restore weights, optimizer and scheduler from a DeepSpeed checkpoint folder. Collective."""
+        load_path, _ = self.engine.load_checkpoint(path)
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint in {path}")
+        return load_path
+
     def shutdown(self) -> None:
         """Leave the process group and remove any shared-memory all-reduce buffer of this group."""
         if torch.distributed.is_initialized():

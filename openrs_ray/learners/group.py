@@ -71,6 +71,10 @@ class LearnerGroup:
         """Every rank's full parameters (for consistency checks; gathers under ZeRO-3)."""
         return self._all("full_state")
 
+    def load(self, path: str) -> str:
+        """Restore every rank from the DeepSpeed state in `path` (written by save)."""
+        return self._all("load", path)[0]
+
     def save(self, path: str) -> str:
         """HF-format checkpoint + DeepSpeed state in `path` (all ranks take part)."""
         return self._all("save", path)[0]
