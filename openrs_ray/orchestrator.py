@@ -30,6 +30,7 @@ from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
 from openrs_ray.data.sources import PromptSource
+from openrs_ray.errors import NonFiniteLoss
 from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.rewards.pool import VerifierPool
@@ -52,6 +53,19 @@ class PhaseTimer:
             self.seconds[f"time_{phase}_s"] = time.perf_counter() - t0
 
 
+class NonFiniteGuard:
+    """Counts updates skipped for a NaN/inf loss; too many in a row is a run that cannot recover."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def observe(self, skipped: bool) -> bool:
+        """Record one update; True when `limit` updates in a row were skipped."""
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        self.total += int(skipped)
+        return self.in_a_row >= self.limit
+
+
 class Orchestrator:
     """GRPO steps: synchronous on-policy (buffer.max_staleness = 0) or asynchronous, with generation of
     the next max_staleness batches overlapping learning on this one."""
@@ -60,6 +74,7 @@ class Orchestrator:
         self.cfg = cfg
         self.step_idx = 0
         self.started: list[Any] = []  # components to shut down, in start order
+        self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
         self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
 
     def setup(self, resume: Path | None = None) -> None:
@@ -130,9 +145,16 @@ class Orchestrator:
             batch, staleness = self.buffer.batch(groups, self.broadcast.version)
             with t("learn"):  # → learners
                 learn = self.learners.update(batch) if groups else {}
-            with t("broadcast"):  # → weight broadcast → generators
-                sync = self.broadcast.publish()[1] if groups else {}
+            skipped = bool(learn.get("nonfinite_updates"))
+            with t("broadcast"):  # → weight broadcast → generators (nothing new after a skipped update)
+                sync = self.broadcast.publish()[1] if groups and not skipped else {}
         self.step_idx += 1
+        if self.nonfinite.observe(skipped):
+            path = self.save()
+            raise NonFiniteLoss(
+                f"{self.nonfinite.in_a_row} updates in a row had a NaN/inf loss and were skipped "
+                f"(learner.max_consecutive_nonfinite); checkpoint saved at {path}"
+            )
         return self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
 
     def _next_rollouts(self) -> tuple[list[Prompt], list[list[Rollout]]]:
@@ -175,6 +197,7 @@ class Orchestrator:
             **sync,
             **staleness.summary(),
             "groups_trained": len(groups),
+            "nonfinite_skipped_total": self.nonfinite.total,
             "dropped_unparsable": taken.dropped_unparsable,
             "dropped_stale": taken.stale,
             "dropped_zero_variance": taken.zero_variance,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import socket
 import time
@@ -155,7 +156,11 @@ class DeepSpeedLearner(Learner):
             norm = self.engine.get_global_grad_norm()
             grad_norms.append(float(norm) if norm is not None else float("nan"))
         n = lc.num_iterations * len(micro)
+        # DeepSpeed checks the global gradient norm (fp32 and bf16 alike) and skips a step whose
+        # gradients hold NaN/inf: the weights stay as they were. We only count it.
+        skipped = sum(not math.isfinite(g) for g in grad_norms)
         return {
+            "nonfinite_updates": float(skipped),
             **{k: v / n for k, v in sums.items()},
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "lr": float(self.scheduler.get_last_lr()[0]),

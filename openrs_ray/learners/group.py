@@ -65,6 +65,7 @@ class LearnerGroup:
         results = self.wait(refs, "update()")
         merged = {k: sum(r[k] for r in results) / n for k in results[0]}
         merged["learner_tokens"] = sum(r["learner_tokens"] for r in results)
+        merged["nonfinite_updates"] = max(r["nonfinite_updates"] for r in results)  # same on every rank
         return merged
 
     def full_states(self) -> list[dict]:

@@ -83,6 +83,18 @@ def test_kl_and_multiple_iterations(ray_local: None, tiny_model: Path) -> None:
     assert all(math.isfinite(m["loss"]) and m["grad_norm"] > 0 for m in metrics)
 
 
+def test_nan_loss_skips_the_update(single) -> None:
+    group = single[0]
+    before = group.full_states()[0]
+    bad = _batch()
+    bad.advantages[0] = float("nan")
+    m = group.update(bad)
+    assert m["nonfinite_updates"] == 1.0
+    after = group.full_states()[0]
+    assert all(torch.equal(before[n], after[n]) for n in before)  # DeepSpeed skipped the step
+    assert group.update(_batch())["nonfinite_updates"] == 0.0  # and training goes on
+
+
 def test_cosine_with_min_lr_schedule(ray_local: None, tiny_model: Path) -> None:
     cfg = _cfg(tiny_model, "learner.lr_scheduler_type=cosine_with_min_lr", "learner.warmup_ratio=0.25",
                "learner.min_lr_rate=0.1")  # fmt: skip

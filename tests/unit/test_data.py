@@ -79,3 +79,11 @@ def test_shards_take_whole_groups_and_pad_with_zero_weight() -> None:
     assert s1.prompt_ids == [[2], [3], [2], [2]] and s1.loss_weights == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="exceeds"):
         b.shard(0, 1, 4, 2)
+
+
+def test_nonfinite_guard_counts_runs_in_a_row() -> None:
+    from openrs_ray.orchestrator import NonFiniteGuard
+
+    guard = NonFiniteGuard(limit=2)
+    assert [guard.observe(s) for s in (True, False, True, True)] == [False, False, False, True]
+    assert guard.total == 3 and guard.in_a_row == 2
