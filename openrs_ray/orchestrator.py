@@ -86,10 +86,9 @@ class Orchestrator:
         self.prompts = PromptSource(cfg.data, tokenizer, cfg.generation.max_prompt_length)
         state, in_flight, buffered = read_state(resume) if resume else ({"weight_version": 0}, [], [])
         version = state["weight_version"]
-        gen_cfg = cfg.model_copy(deep=True)
-        if resume:  # engines start from the checkpoint's HF weights; learners load theirs below
-            gen_cfg.model.path = str(resume / "policy")
-        self.generators = self._start(GeneratorGroup(gen_cfg, version=version))
+        # On resume, engines start from the checkpoint's HF weights; learners load theirs below.
+        policy = str(resume / "policy") if resume else None
+        self.generators = self._start(GeneratorGroup(cfg, version=version, model_path=policy))
         self.verifiers = self._start(VerifierPool(cfg))
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)

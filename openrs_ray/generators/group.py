@@ -43,8 +43,12 @@ class PendingGeneration:
 class GeneratorGroup:
     """Starts `generation.num_engines` engines, dispatches to the least loaded, tracks their versions."""
 
-    def __init__(self, cfg: RunConfig, version: int = 0) -> None:
-        self.cfg = cfg  # cfg.model.path is what engines load first; it holds weight version `version`
+    def __init__(self, cfg: RunConfig, version: int = 0, model_path: str | None = None) -> None:
+        self.cfg = cfg
+        # What engines load first (a checkpoint's HF weights on resume), holding weight version `version`.
+        self._engine_cfg = cfg.model_copy(deep=True)
+        if model_path is not None:
+            self._engine_cfg.model.path = model_path
         self.base_version = version
         cc = cfg.cluster
         self._actor_cls = ray.remote(VLLMGenerator).options(
@@ -64,7 +68,9 @@ class GeneratorGroup:
         if ids is None:
             ids = list(range(self._next_id, self._next_id + n))
             self._next_id += n
-        return [_Engine(i, self._actor_cls.remote(i, self.cfg, self.base_version), self.base_version) for i in ids]
+        return [
+            _Engine(i, self._actor_cls.remote(i, self._engine_cfg, self.base_version), self.base_version) for i in ids
+        ]
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
@@ -212,10 +218,17 @@ class GeneratorGroup:
         """The version each engine was last synced to (driver's record)."""
         return [e.version for e in self.engines]
 
+    def _report(self) -> list[dict[str, float]]:
+        refs = [e.actor.ready.remote() for e in self.engines]
+        return self._wait(refs, self.engines, "ready", self.cfg.generation.timeout_s)
+
     def reported_versions(self) -> list[int]:
         """The weight version each engine says it serves (asked, not remembered)."""
-        refs = [e.actor.ready.remote() for e in self.engines]
-        return [r["version"] for r in self._wait(refs, self.engines, "ready", self.cfg.generation.timeout_s)]
+        return [int(r["version"]) for r in self._report()]
+
+    def busy_seconds(self) -> float:
+        """Seconds the current engines have spent generating, summed."""
+        return sum(r["busy_s"] for r in self._report())
 
     def prompt_logprobs(self, engine: int, token_ids: list[int]) -> list[float]:
         """Engine number `engine`'s logprob of each token after the first (temperature 1)."""

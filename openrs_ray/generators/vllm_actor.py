@@ -24,6 +24,7 @@ class VLLMGenerator(Generator):
 
         gen, mc = cfg.generation, cfg.model
         self.engine_id, self.cfg, self.version = engine_id, cfg, version  # the checkpoint's version
+        self.busy_s = 0.0  # seconds spent generating (for the generator busy fraction)
         self.llm = LLM(
             model=mc.path,
             dtype=mc.dtype,
@@ -37,9 +38,9 @@ class VLLMGenerator(Generator):
             logprobs_mode="processed_logprobs",
         )
 
-    def ready(self) -> dict[str, int]:
-        """Engine id and the weight version it serves (answers once the engine is up)."""
-        return {"engine_id": self.engine_id, "version": self.version}
+    def ready(self) -> dict[str, float]:
+        """Engine id, the weight version it serves, and its seconds spent generating (once the engine is up)."""
+        return {"engine_id": self.engine_id, "version": self.version, "busy_s": self.busy_s}
 
     def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
         """`num_generations` completions per prompt, each carrying its sampling logprobs and version."""
@@ -53,9 +54,11 @@ class VLLMGenerator(Generator):
             max_tokens=gen.max_completion_length,
             logprobs=0,
         )
+        t0 = time.perf_counter()
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p.token_ids) for p in prompts], params, use_tqdm=False
         )
+        self.busy_s += time.perf_counter() - t0
         groups = []
         for prompt, out in zip(prompts, outputs, strict=True):
             groups.append([self._rollout(prompt, c) for c in out.outputs])

@@ -47,10 +47,12 @@ class LearnerGroup:
 
     def wait(self, refs: list, what: str) -> list:
         """ray.get of learner calls, bounded by learner.timeout_s (a timeout names the call)."""
-        try:
-            return ray.get(refs, timeout=self.cfg.learner.timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"learner {what} exceeded learner.timeout_s={self.cfg.learner.timeout_s}s") from None
+        timeout = self.cfg.learner.timeout_s
+        _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if late:
+            ranks = [i for i, r in enumerate(refs) if r in late]
+            raise TimeoutError(f"learner rank(s) {ranks} did not finish {what} within learner.timeout_s={timeout}s")
+        return ray.get(refs)
 
     def _all(self, method: str, *args) -> list:
         return self.wait([getattr(a, method).remote(*args) for a in self.actors], f"{method}()")

@@ -92,11 +92,13 @@ def test_scaled_up_engine_serves_current_version(flow: Orchestrator) -> None:
     assert metrics["num_engines"] == 2 and metrics["weight_version"] == version + 1
 
 
-def test_killed_engine_is_replaced_and_no_prompt_lost(flow: Orchestrator) -> None:
-    restarts = flow.generators.restarts
+def test_killed_engine_and_verifier_are_replaced_and_no_prompt_lost(flow: Orchestrator) -> None:
+    restarts, verifier_restarts = flow.generators.restarts, flow.verifiers.count_restarts()
     ray.kill(flow.generators.engines[0].actor)  # the engine is gone when the step dispatches to it
+    ray.kill(flow.verifiers.actors[0], no_restart=False)  # Ray restarts it, and retries its calls
     metrics = flow.step()
     assert flow.generators.restarts == restarts + 1 and metrics["generator_restarts"] == restarts + 1
+    assert metrics["verifier_restarts"] == verifier_restarts + 1
     n = flow.cfg.prompts_per_step
     assert metrics["groups_trained"] == n and len(metrics["prompt_uids"]) == n
     assert metrics["completion_tokens"] > 0
