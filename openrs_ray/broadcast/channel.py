@@ -1,9 +1,10 @@
 """A weight channel: one torch.distributed process group of learner rank 0 (rank 0) and the engines.
 
-Gloo on CPU. It is built the way OpenRLHF builds its NCCL update group (a TCPStore served by the
-sender, a PrefixStore per membership epoch, a standalone process group), so it lives beside DeepSpeed's
-and vLLM's own groups without touching them. A process group cannot grow: when engines join or leave,
-the broadcast forms a new group under a new epoch prefix on the same store.
+Gloo on CPU, NCCL between GPUs (written for GPU machines; the CPU tests exercise gloo). It is built the
+way OpenRLHF builds its NCCL update group (a TCPStore served by the sender, a PrefixStore per membership
+epoch, a standalone process group), so it lives beside DeepSpeed's and vLLM's own groups without
+touching them. A process group cannot grow: when engines join or leave, the broadcast forms a new group
+under a new epoch prefix on the same store.
 
 Tensors travel in flat buckets of one dtype (bucket_size_mb), so the receiver holds at most one bucket
 beside the model while vLLM's reload consumes it.
@@ -36,21 +37,31 @@ def plan_buckets(specs: list[Spec], bucket_bytes: int) -> list[list[int]]:
 class WeightChannel:
     """One side of the group: `send` on rank 0 (the learner), `receive` on the engines."""
 
-    def __init__(self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float, device: str = "cpu"
+    ) -> None:
         from torch.distributed import PrefixStore, TCPStore
-        from torch.distributed.distributed_c10d import ProcessGroupGloo
 
         timeout = timedelta(seconds=timeout_s)
-        self.rank = rank
+        self.rank, self.device = rank, torch.device(device)
         self._store = TCPStore(host, port, None, is_master=False, timeout=timeout, wait_for_workers=False)
         store = PrefixStore(f"openrs-weights/{epoch}", self._store)
-        self.group = ProcessGroupGloo(store, rank, world_size, timeout)
+        if self.device.type == "cuda":  # GPU to GPU: NCCL, buffers stay on the device
+            from torch.distributed.distributed_c10d import ProcessGroupNCCL
+
+            options = ProcessGroupNCCL.Options()
+            options._timeout = timeout
+            self.group = ProcessGroupNCCL(store, rank, world_size, options)
+        else:
+            from torch.distributed.distributed_c10d import ProcessGroupGloo
+
+            self.group = ProcessGroupGloo(store, rank, world_size, timeout)
 
     def send(self, tensors: Iterator[torch.Tensor], specs: list[Spec], bucket_bytes: int) -> int:
         """Broadcast tensors (in `specs` order) bucket by bucket from rank 0; returns bytes sent."""
         sent, it = 0, iter(tensors)
         for bucket in plan_buckets(specs, bucket_bytes):
-            flat = torch.cat([next(it).reshape(-1) for _ in bucket])
+            flat = torch.cat([next(it).reshape(-1).to(self.device) for _ in bucket])
             self.group.broadcast(flat, 0).wait()
             sent += flat.numel() * flat.element_size()
         return sent
@@ -59,7 +70,8 @@ class WeightChannel:
         """Yield (name, tensor) as buckets arrive from rank 0."""
         for bucket in plan_buckets(specs, bucket_bytes):
             shapes = [torch.Size(specs[i][1]) for i in bucket]
-            flat = torch.empty(sum(s.numel() for s in shapes), dtype=getattr(torch, specs[bucket[0]][2]))
+            dtype = getattr(torch, specs[bucket[0]][2])
+            flat = torch.empty(sum(s.numel() for s in shapes), dtype=dtype, device=self.device)
             self.group.broadcast(flat, 0).wait()
             for i, piece in zip(bucket, flat.split([s.numel() for s in shapes]), strict=True):
                 yield specs[i][0], piece.view(shapes[bucket.index(i)])

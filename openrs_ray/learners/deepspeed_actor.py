@@ -176,13 +176,16 @@ class DeepSpeedLearner(Learner):
         dev = self.engine.device
         return self.engine(input_ids.to(dev), attn.to(dev), pos.to(dev), len(completion_ids))[0].tolist()
 
-    def _full_parameters(self):
-        """(name, full tensor on CPU) for every parameter; under ZeRO-3 gathered one at a time (collective)."""
+    def _full_parameters(self, device: str = "cpu"):
+        """(name, full tensor copy on `device`) per parameter; under ZeRO-3 gathered one at a time (collective).
+
+        A copy, because ZeRO-3 frees the gathered data when its context ends.
+        """
         import deepspeed
 
         for name, param in self.engine.module.causal_lm.named_parameters():
             with deepspeed.zero.GatheredParameters([param], enabled=self.cfg.learner.zero_stage == 3):
-                yield name, param.detach().to("cpu", copy=True)
+                yield name, param.detach().to(device, copy=True)
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """This rank's view of every full parameter (collective under ZeRO-3): for checks across ranks."""
@@ -235,12 +238,13 @@ class DeepSpeedLearner(Learner):
         from openrs_ray.broadcast.channel import WeightChannel
 
         if self.rank == 0:
-            self._channel = WeightChannel(host, port, 0, world_size, epoch, self.cfg.broadcast.timeout_s)
+            device = str(self.engine.device)  # NCCL from the learner's GPU, gloo from CPU
+            self._channel = WeightChannel(host, port, 0, world_size, epoch, self.cfg.broadcast.timeout_s, device)
         return self.rank
 
     def send_weights(self, bucket_bytes: int) -> int:
         """Broadcast full weights on the channel (rank 0); other ranks only take part in ZeRO-3 gathers."""
-        tensors = (t for _, t in self._full_parameters())
+        tensors = (t for _, t in self._full_parameters(str(self.engine.device)))  # stays on GPU for NCCL
         if self.rank != 0:
             for _ in tensors:
                 pass
