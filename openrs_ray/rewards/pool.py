@@ -76,6 +76,11 @@ class VerifierPool:
             refs[:] = [r for r in refs if r not in done]
         return min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
 
+    def queue_depth(self) -> int:
+        """Groups submitted and not yet scored."""
+        self._least_loaded()  # forgets finished calls
+        return sum(len(refs) for refs in self._in_flight)
+
     def score(self, groups: list[tuple[Prompt, list[Rollout]]]) -> list[ray.ObjectRef]:
         """Submit groups for scoring; returns one ObjectRef[ScoredGroup] per group, without waiting."""
         refs = []
