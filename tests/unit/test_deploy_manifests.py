@@ -325,7 +325,7 @@ def test_dockerfile_bases_python_and_ports() -> None:
     assert re.search(r"^FROM (nvidia/cuda:\S*-ubuntu22\.04|pytorch/pytorch:\S+)", gpu, re.M)
     assert "python3.11 -m venv" in gpu
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert requires == ">=3.10"  # 3.11 in both images satisfies it
+    assert requires == ">=3.11"  # 3.11 in both images satisfies it
     port = _entrypoint_config().metrics.prometheus_port
     for text in (cpu, gpu):
         exposed = {int(p) for line in re.findall(r"^EXPOSE (.+)$", text, re.M) for p in line.split()}
