@@ -50,7 +50,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     bar.update(task, advance=1, info=info)
         finally:
             orch.shutdown()
-    print(f"run folder: {run.path}")
+    from rich.console import Console
+
+    from openrs_ray.summary import render, write_summary
+
+    summary, png = write_summary(run.path)
+    Console().print(render(summary))
+    print(f"run folder: {run.path} (metrics.jsonl, summary.json, {png.name})")
     return 0
 
 

@@ -231,6 +231,15 @@ class MetricsConfig(_Section):
     """Keep the endpoint up this long after the run, so a last scrape sees the final values."""
 
 
+class CostConfig(_Section):
+    gpu_hour_usd: float = Field(default=0.44, ge=0)
+    """Price of one GPU-hour (0.44: an A40, what Open-RS's $42 for 4 x A40 x 24 h works out to)."""
+    cpu_node_hour_usd: float = Field(default=0.0, ge=0)
+    """Price of one CPU node-hour (CPU-only actors are charged as a share of such a node)."""
+    cpu_node_cpus: int = Field(default=32, ge=1)
+    """CPUs of that node."""
+
+
 class CheckpointConfig(_Section):
     save_steps: int = Field(default=0, ge=0)
     """Save every N steps (0: never)."""
@@ -267,6 +276,8 @@ class RunConfig(_Section):
     """Metrics outputs."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Checkpointing."""
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """Prices for the run's cost (GPU-hours and dollars in metrics and the summary)."""
 
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:

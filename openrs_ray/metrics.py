@@ -65,6 +65,9 @@ class RunMetrics:
         )
         self.restarts = Counter("openrs_actor_restarts", "Actor restarts", ["role"], registry=r)
         self.steps = Counter("openrs_steps", "Steps completed", registry=r)
+        self.cost = Gauge("openrs_cost_dollars", "Run cost so far (cost.* prices)", registry=r)
+        self.gpu_hours = Gauge("openrs_gpu_hours", "GPU-hours held so far", ["role"], registry=r)
+        self.cpu_hours = Gauge("openrs_cpu_hours", "CPU-hours held so far", ["role"], registry=r)
         for phase in PHASES:
             self.phase_seconds.labels(phase=phase)
         for role in ("generator", "verifier"):
@@ -114,6 +117,11 @@ class RunMetrics:
             self.learner_tps.set(m["learner_tokens"] / m["learn_s"])
         for phase in PHASES:
             self.phase_seconds.labels(phase=phase).set(m.get(f"time_{phase}_s", 0.0))
+        self.cost.set(m.get("cost_dollars", 0.0))
+        for key, value in m.items():
+            if key.startswith(("gpu_hours/", "cpu_hours/")):
+                kind, role = key.split("/")
+                (self.gpu_hours if kind == "gpu_hours" else self.cpu_hours).labels(role=role).set(value)
 
     def close(self, linger_s: float = 0.0) -> None:
         """Keep serving `linger_s` more seconds (a last scrape sees the final values), then stop."""

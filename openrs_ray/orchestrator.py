@@ -29,6 +29,7 @@ from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
+from openrs_ray.cost import CostMeter
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
 from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
@@ -110,6 +111,7 @@ class Orchestrator:
             self.broadcast = ObjectStoreBroadcast(self.learners, self.generators, version)
         if resume:
             self._resume(resume, state, in_flight, buffered)
+        self.cost = CostMeter(cfg)  # charged from here: every role is up
 
     def _resume(self, path: Path, state: dict, in_flight: list[list[Prompt]], buffered: list[ScoredGroup]) -> None:
         """Continue exactly where the checkpoint stopped: batches that were in flight are re-issued in order."""
@@ -154,6 +156,7 @@ class Orchestrator:
             with t("broadcast"):  # → weight broadcast → generators (nothing new after a skipped update)
                 sync = self.broadcast.publish()[1] if groups and not skipped else {}
         self.step_idx += 1
+        self.cost.tick(len(self.generators.engines))
         metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
         if self.telemetry is not None:
             self.telemetry.observe(metrics, groups, self.verifiers.queue_depth())
@@ -217,6 +220,7 @@ class Orchestrator:
             "verifier_restarts": self.verifiers.count_restarts(),
             "generator_restarts": self.generators.restarts,
             "num_engines": len(self.generators.engines),
+            **self.cost.summary(),
             "prompt_uids": [p.uid for p in prompts],
         }
 

@@ -28,6 +28,10 @@ def test_smoke_run_writes_run_folder(smoke_overrides: list[str], out_dir: Path) 
     resolved = load_config(out_dir / "config.yaml")
     assert resolved.output_dir == str(out_dir) and resolved.max_steps == 2
     assert "train" in proc.stdout  # the rich progress bar
+    summary = json.loads((out_dir / "summary.json").read_text())  # the end-of-run summary
+    assert summary["steps"] == 2 and summary["cpu_hours"] > 0 and "cost_dollars" in summary
+    assert (out_dir / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(m["cpu_hours"] > 0 for m in lines)
 
 
 def _expect_error(out_dir: Path, *args: str, key: str) -> None:

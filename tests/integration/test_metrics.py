@@ -71,7 +71,9 @@ def test_every_dashboard_query_has_data(prometheus, smoke_overrides: list[str], 
     args = [f"metrics.prometheus_port={metrics_port}", "metrics.prometheus_host=127.0.0.1", "metrics.linger_s=6"]
     proc, left = run_cli("train", "configs/smoke.yaml", *smoke_overrides, *args, f"output_dir={out_dir}")
     assert proc.returncode == 0 and not left, proc.stderr[-3000:]
-    at = time.time() - 3  # inside the linger window: the last scrapes hold the final values
+    # Query at the last scrape of the run (the endpoint lingers after the last step, then goes away).
+    scraped = _get(f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": "openrs_steps_total[15m]"}))
+    at = float(scraped["data"]["result"][0]["values"][-1][0])
     exprs = [t["expr"] for d in DASHBOARDS for p in json.loads(d.read_text())["panels"] for t in p["targets"]]
     assert len(DASHBOARDS) == 2 and len(exprs) >= 20
     empty = []
