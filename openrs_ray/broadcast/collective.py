@@ -59,7 +59,6 @@ class CollectiveBroadcast(WeightBroadcast):
         senders = self.learners.send_weights(self.bucket_bytes)
         self.generators.wait_engines(receivers, f"receiving weight version {version}", self.timeout_s)
         nbytes = self.learners.wait(senders, "send_weights()")[0]
-        self.generators.mark_version(version)
         self.version = version
         seconds = time.perf_counter() - t0
         meta = WeightVersion(version=version, num_bytes=nbytes, num_tensors=len(self._specs))

@@ -21,7 +21,6 @@ from openrs_ray.types import Prompt, Rollout
 class _Engine:
     engine_id: int
     actor: ray.actor.ActorHandle
-    version: int = 0
     in_flight: int = 0  # prompts dispatched and not yet returned
 
 
@@ -41,7 +40,7 @@ class PendingGeneration:
 
 
 class GeneratorGroup:
-    """Starts `generation.num_engines` engines, dispatches to the least loaded, tracks their versions."""
+    """Starts `generation.num_engines` engines and dispatches to the least loaded; engines report their version."""
 
     def __init__(self, cfg: RunConfig, version: int = 0, model_path: str | None = None) -> None:
         self.cfg = cfg
@@ -68,9 +67,7 @@ class GeneratorGroup:
         if ids is None:
             ids = list(range(self._next_id, self._next_id + n))
             self._next_id += n
-        return [
-            _Engine(i, self._actor_cls.remote(i, self._engine_cfg, self.base_version), self.base_version) for i in ids
-        ]
+        return [_Engine(i, self._actor_cls.remote(i, self._engine_cfg, self.base_version)) for i in ids]
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
@@ -179,10 +176,7 @@ class GeneratorGroup:
     def _sync(self, engines: list[_Engine], bucket_refs: list, version: int) -> list[dict[str, float]]:
         timeout = self.cfg.broadcast.timeout_s
         refs = [e.actor.load_weights.remote(bucket_refs, version, timeout) for e in engines]
-        stats = self._wait(refs, engines, f"loading weight version {version}", timeout)
-        for e in engines:
-            e.version = version
-        return stats
+        return self._wait(refs, engines, f"loading weight version {version}", timeout)
 
     def load_weights(self, bucket_refs: list, version: int) -> list[dict[str, float]]:
         """Every engine loads `version` from the object store; fails loudly naming a late engine.
@@ -207,16 +201,6 @@ class GeneratorGroup:
     def wait_engines(self, refs: list, what: str, timeout_s: float) -> list:
         """Wait for one call per engine (in engine order); a timeout names the engines that did not answer."""
         return self._wait(refs, self.engines, what, timeout_s)
-
-    def mark_version(self, version: int) -> None:
-        """Record that every engine now serves `version`."""
-        for e in self.engines:
-            e.version = version
-
-    @property
-    def versions(self) -> list[int]:
-        """The version each engine was last synced to (driver's record)."""
-        return [e.version for e in self.engines]
 
     def _report(self) -> list[dict[str, float]]:
         refs = [e.actor.ready.remote() for e in self.engines]
