@@ -1,62 +1,32 @@
-"""`openrs-ray`: train | make-tiny-model. Heavy imports (ray, torch, vllm) happen only inside commands."""
+"""`openrs-ray`: train | pipeline | eval | scale | make-tiny-model.
+
+Heavy imports (ray, torch, vllm) happen only inside commands."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"), disable=not enabled,
-    )  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Load and check the config, then run the orchestrator on Ray, writing the run folder."""
-    from openrs_ray.config import ConfigError, check_paths, load_config
+    """Load and check the config, then run the stage (rl, sft, kd_seq, kd_token) on Ray."""
+    from openrs_ray.config import check_paths, load_config
+    from openrs_ray.runner import run_stage
 
     overrides = args.overrides + ([f"output_dir={args.resume}"] if args.resume else [])
     cfg = load_config(args.config, overrides)
     check_paths(cfg)  # before any actor starts
-    from openrs_ray.checkpoint import latest_checkpoint
-    from openrs_ray.cluster import ray_cluster
-    from openrs_ray.orchestrator import Orchestrator
-    from openrs_ray.runlog import RunFolder
+    model = run_stage(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    print(f"final model: {model}")
+    return 0
 
-    ckpt = latest_checkpoint(args.resume) if args.resume else None
-    if args.resume and ckpt is None:
-        raise ConfigError(f"--resume: no complete checkpoint in {args.resume}/checkpoints")
-    step0 = int(ckpt.name.split("-")[1]) if ckpt else None
-    run = RunFolder(cfg, overwrite=args.overwrite, resume_step=step0)
-    with ray_cluster(cfg.cluster):
-        orch = Orchestrator(cfg)
-        try:
-            orch.setup(resume=ckpt)
-            if ckpt:
-                print(f"resumed from {ckpt} (step {orch.step_idx})")
-            with _progress(cfg.metrics.progress_bar) as bar:
-                task = bar.add_task("train", total=cfg.max_steps, completed=orch.step_idx, info="")
-                while orch.step_idx < cfg.max_steps:
-                    m = orch.step()
-                    run.log(m)
-                    if cfg.checkpoint.save_steps and orch.step_idx % cfg.checkpoint.save_steps == 0:
-                        orch.save()
-                    info = f"reward {m['reward_mean']:.3f} acc {m['accuracy_mean']:.3f} {m['time_step_s']:.1f}s"
-                    bar.update(task, advance=1, info=info)
-        finally:
-            orch.shutdown()
-    from rich.console import Console
 
-    from openrs_ray.summary import render, write_summary
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Run or continue a chain of stages, each from the previous one's final checkpoint."""
+    from openrs_ray.pipeline import run_pipeline
 
-    summary, png = write_summary(run.path)
-    Console().print(render(summary))
-    print(f"run folder: {run.path} (metrics.jsonl, summary.json, {png.name})")
+    for record in run_pipeline(args.config, args.overrides):
+        print(f"{record['name']} ({record['stage']}): {record['model']}")
     return 0
 
 
@@ -90,12 +60,16 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrs-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="GRPO training run")
+    train = sub.add_parser("train", help="one training stage: rl (GRPO), sft, kd_seq or kd_token")
     train.add_argument("config", help="YAML config file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-6")
     train.add_argument("--overwrite", action="store_true", help="reuse an output_dir that holds a run")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     train.set_defaults(func=cmd_train)
+    pipe = sub.add_parser("pipeline", help="stages chained (sft/kd → rl), each resumable")
+    pipe.add_argument("config", help="pipeline YAML (output_dir + stages)")
+    pipe.add_argument("overrides", nargs="*", help="<stage>.<key>=value, all.<key>=value or output_dir=...")
+    pipe.set_defaults(func=cmd_pipeline)
     scale = sub.add_parser("scale", help="change the generator engine count of a running job")
     scale.add_argument("--generators", type=int, required=True, help="engines wanted (>= 1)")
     scale.add_argument("--run", required=True, help="the job's output_dir name, e.g. smoke for runs/smoke")

@@ -85,8 +85,8 @@ class Orchestrator:
         from transformers import AutoTokenizer
 
         cfg = self.cfg
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-        self.prompts = PromptSource(cfg.data, tokenizer, cfg.generation.max_prompt_length)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        self.prompts = PromptSource(cfg.data, self.tokenizer, cfg.generation.max_prompt_length)
         state, in_flight, buffered = read_state(resume) if resume else ({"weight_version": 0}, [], [])
         version = state["weight_version"]
         # On resume, engines start from the checkpoint's HF weights; learners load theirs below.
@@ -132,6 +132,10 @@ class Orchestrator:
         )  # fmt: skip
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
+
+    def eval_targets(self) -> tuple[GeneratorGroup, VerifierPool]:
+        """Engines (serving the newest published weights) and verifiers an evaluation runs on."""
+        return self.generators, self.verifiers
 
     def _start(self, component: Any) -> Any:
         self.started.append(component)

@@ -19,6 +19,7 @@ class Prompt:
     text: str  # chat-rendered prompt text, exactly what the generator sees
     token_ids: list[int]  # tokenised `text` (no truncation: over-long prompts are dropped upstream)
     answer: str  # gold answer (LaTeX, plain number, or GSM8K's "#### 18" already stripped)
+    reference: str = ""  # reference response (SFT, token-level KD); empty for RL prompts
 
 
 @dataclass
@@ -59,14 +60,22 @@ class TrainBatch:
     sampling_logprobs: list[list[float]]
     weight_versions: list[int]
     loss_weights: list[float]  # 1.0 for real rows, 0.0 for rows that only pad a shard to equal length
+    # Token-level KD from a vLLM teacher: per row, per completion token, the teacher's top-k token ids and
+    # their logprobs ([C][k] each). None for every other objective.
+    teacher_ids: list[list[list[int]]] | None = None
+    teacher_logprobs: list[list[list[float]]] | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
 
+    def _column(self, name: str, pick: slice | list[int]) -> list | None:
+        col = getattr(self, name)
+        if col is None:  # an optional column stays absent
+            return None
+        return col[pick] if isinstance(pick, slice) else [col[i] for i in pick]
+
     def select(self, pick: slice | list[int]) -> TrainBatch:
-        if isinstance(pick, slice):
-            return TrainBatch(*(getattr(self, f.name)[pick] for f in fields(self)))
-        return TrainBatch(*([getattr(self, f.name)[i] for i in pick] for f in fields(self)))
+        return TrainBatch(*(self._column(f.name, pick) for f in fields(self)))
 
     def shard(self, rank: int, world_size: int, rows: int, group_size: int) -> TrainBatch:
         """Whole groups `rank::world_size`, padded to exactly `rows` rows.
@@ -82,7 +91,11 @@ class TrainBatch:
         src = part if len(part) else self
         pad = src.select([0] * (rows - len(part)))
         pad.loss_weights = [0.0] * len(pad)
-        return TrainBatch(*(getattr(part, f.name) + getattr(pad, f.name) for f in fields(self)))
+        joined = (
+            None if getattr(part, f.name) is None else getattr(part, f.name) + getattr(pad, f.name)
+            for f in fields(self)
+        )
+        return TrainBatch(*joined)
 
 
 @dataclass(frozen=True)

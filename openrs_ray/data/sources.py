@@ -29,7 +29,7 @@ def load_rows(cfg: DataConfig) -> list[dict[str, Any]]:
             raise DataError(f"data.path: file not found: {path}")
         ds = load_dataset(fmt, data_files=str(path), split="train")
     else:
-        ds = load_dataset(cfg.path, split=cfg.split)
+        ds = load_dataset(cfg.path, cfg.subset, split=cfg.split)
     if cfg.max_samples is not None:
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     return ds.to_list()
@@ -63,8 +63,7 @@ class PromptSource:
         self.rows = load_rows(cfg)
         if not self.rows:
             raise DataError(f"data.path: {cfg.path} has no rows")
-        self.prompt_key = _pick(self.rows[0], cfg.prompt_key, PROMPT_KEYS, "prompt")
-        self.answer_key = _pick(self.rows[0], cfg.answer_key, ANSWER_KEYS, "answer")
+        self._columns(self.rows[0])
         self.name = Path(cfg.path).stem
         self.dropped_too_long = 0
         # The unmixed cursor's seed prefix is the bare seed, which keeps the order of every run made before mixing.
@@ -84,6 +83,11 @@ class PromptSource:
                 self._picker = QuotaPicker(shares, cfg.seed)
         except MixingError as e:
             raise DataError(str(e)) from e
+
+    def _columns(self, row: dict[str, Any]) -> None:
+        """Pick the problem and gold answer columns (a clear error when absent)."""
+        self.prompt_key = _pick(row, self.cfg.prompt_key, PROMPT_KEYS, "prompt")
+        self.answer_key = _pick(row, self.cfg.answer_key, ANSWER_KEYS, "answer")
 
     @property
     def epoch(self) -> int:

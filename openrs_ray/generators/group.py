@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -37,6 +38,7 @@ class PendingGeneration:
 
     prompts: list[Prompt]
     calls: list[_Call]
+    sampling: dict[str, Any] | None = None  # per-call sampling overrides (evaluation); re-dispatch keeps them
 
 
 class GeneratorGroup:
@@ -119,17 +121,20 @@ class GeneratorGroup:
             load[i] += 1
         return plan
 
-    def _dispatch(self, prompts: list[Prompt], todo: list[int]) -> list[_Call]:
+    def _dispatch(self, prompts: list[Prompt], todo: list[int], sampling: dict[str, Any] | None = None) -> list[_Call]:
         calls = []
         for i, picks in self._assign(len(todo)).items():
             engine, batch = self.engines[i], [todo[p] for p in picks]
             engine.in_flight += len(batch)
-            calls.append(_Call(engine, batch, engine.actor.generate.remote([prompts[j] for j in batch])))
+            calls.append(_Call(engine, batch, engine.actor.generate.remote([prompts[j] for j in batch], sampling)))
         return calls
 
-    def submit(self, prompts: list[Prompt]) -> PendingGeneration:
-        """Dispatch prompts to the least-loaded engines and return at once (the asynchronous mode)."""
-        return PendingGeneration(prompts, self._dispatch(prompts, list(range(len(prompts)))))
+    def submit(self, prompts: list[Prompt], sampling: dict[str, Any] | None = None) -> PendingGeneration:
+        """Dispatch prompts to the least-loaded engines and return at once (the asynchronous mode).
+
+        `sampling` overrides the run's sampling for these prompts (n, temperature, top_p, max_tokens, seed).
+        """
+        return PendingGeneration(prompts, self._dispatch(prompts, list(range(len(prompts))), sampling), sampling)
 
     def collect(self, pending: PendingGeneration) -> list[list[Rollout]]:
         """Rollouts per prompt, in prompt order. A dead engine is replaced and its prompts re-dispatched."""
@@ -139,12 +144,12 @@ class GeneratorGroup:
             failed = self._gather(calls, out)
             if not failed:
                 return out  # type: ignore[return-value]
-            calls = self._dispatch(pending.prompts, failed)
+            calls = self._dispatch(pending.prompts, failed, pending.sampling)
         raise RuntimeError(f"prompts {failed} could not be generated: engines keep dying")
 
-    def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
-        """Synchronous generation: submit and collect."""
-        return self.collect(self.submit(prompts))
+    def generate(self, prompts: list[Prompt], sampling: dict[str, Any] | None = None) -> list[list[Rollout]]:
+        """Synchronous generation: submit and collect (with optional per-call sampling overrides)."""
+        return self.collect(self.submit(prompts, sampling))
 
     def _gather(self, calls: list[_Call], out: list) -> list[int]:
         timeout = self.cfg.generation.timeout_s
@@ -218,6 +223,15 @@ class GeneratorGroup:
         """Engine number `engine`'s logprob of each token after the first (temperature 1)."""
         e = self.engines[engine]
         return self._wait([e.actor.prompt_logprobs.remote(token_ids)], [e], "prompt_logprobs", 600)[0]
+
+    def topk_logprobs(self, rows: list[list[int]], starts: list[int], k: int) -> list[tuple[list, list]]:
+        """Top-k (ids, logprobs) per position from `starts[i]` on, rows split evenly over the engines."""
+        n = len(self.engines)
+        size = -(-len(rows) // n)
+        parts = [(e, slice(i * size, (i + 1) * size)) for i, e in enumerate(self.engines) if i * size < len(rows)]
+        refs = [e.actor.topk_logprobs.remote(rows[s], starts[s], k) for e, s in parts]
+        out = self._wait(refs, [e for e, _ in parts], "topk_logprobs", self.cfg.generation.timeout_s)
+        return [row for part in out for row in part]
 
     def shutdown(self) -> None:
         """End the engines (their vLLM engine cores go with the actor processes)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from openrs_ray.config import RunConfig
 from openrs_ray.generators.base import Generator
 from openrs_ray.types import Prompt, Rollout
 
 WORKER_EXTENSION = "openrs_ray.generators.worker_ext.WeightSyncExtension"
+SAMPLING_OVERRIDES = {"n", "temperature", "top_p", "max_tokens", "seed"}  # what generate(sampling=) may change
 
 
 class VLLMGenerator(Generator):
@@ -36,22 +38,33 @@ class VLLMGenerator(Generator):
             worker_extension_cls=WORKER_EXTENSION,
             # Logprobs after temperature/top-p, i.e. of the distribution actually sampled from.
             logprobs_mode="processed_logprobs",
+            max_logprobs=max(20, cfg.kd.top_k),  # a KD teacher serves kd.top_k logprobs per position
         )
 
     def ready(self) -> dict[str, float]:
         """Engine id, the weight version it serves, and its seconds spent generating (once the engine is up)."""
         return {"engine_id": self.engine_id, "version": self.version, "busy_s": self.busy_s}
 
-    def generate(self, prompts: list[Prompt]) -> list[list[Rollout]]:
-        """`num_generations` completions per prompt, each carrying its sampling logprobs and version."""
+    def generate(self, prompts: list[Prompt], sampling: dict[str, Any] | None = None) -> list[list[Rollout]]:
+        """`num_generations` completions per prompt, each carrying its sampling logprobs and version.
+
+        `sampling` overrides the run's sampling for this call (evaluation): any of n, temperature, top_p,
+        max_tokens, seed (a per-request seed: samples then do not depend on the batch they were drawn in).
+        """
         from vllm import SamplingParams, TokensPrompt
 
         gen = self.cfg.generation
+        unknown = set(sampling or {}) - SAMPLING_OVERRIDES
+        if unknown:
+            raise ValueError(f"unknown sampling override(s) {sorted(unknown)}; allowed: {sorted(SAMPLING_OVERRIDES)}")
         params = SamplingParams(
-            n=gen.num_generations,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            max_tokens=gen.max_completion_length,
+            **{
+                "n": gen.num_generations,
+                "temperature": gen.temperature,
+                "top_p": gen.top_p,
+                "max_tokens": gen.max_completion_length,
+                **(sampling or {}),
+            },
             logprobs=0,
         )
         t0 = time.perf_counter()
@@ -113,3 +126,21 @@ class VLLMGenerator(Generator):
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         out = self.llm.generate([TokensPrompt(prompt_token_ids=token_ids)], params, use_tqdm=False)[0]
         return [step[tok].logprob for step, tok in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)]
+
+    def topk_logprobs(self, rows: list[list[int]], starts: list[int], k: int) -> list[tuple[list, list]]:
+        """Teacher side of token-level KD: for each row, at every position from `starts[i]` on, the top-k
+        token ids and logprobs of the distribution predicting that position (raw model, temperature 1)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=k, temperature=1.0)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=r) for r in rows], params, use_tqdm=False)
+        result = []
+        for out, start in zip(outs, starts, strict=True):
+            ids, lps = [], []
+            for step in out.prompt_logprobs[start:]:
+                # vLLM adds the actual token to the top-k when it ranks lower: keep ranks 1..k only.
+                top = sorted((lp.rank, tok, lp.logprob) for tok, lp in step.items() if lp.rank <= k)[:k]
+                ids.append([tok for _, tok, _ in top])
+                lps.append([lp for _, _, lp in top])
+            result.append((ids, lps))
+        return result

@@ -16,6 +16,7 @@ import torch
 
 from openrs_ray.config import RunConfig
 from openrs_ray.learners.base import Learner
+from openrs_ray.learners.distill import masked_token_sum, nll, partition_logprobs, token_kl
 from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm
 from openrs_ray.learners.logprobs import CompletionLogprobs, pack_rows
 from openrs_ray.learners.loss import policy_loss
@@ -40,6 +41,8 @@ class _MicroBatch:
     sampling: torch.Tensor | None = None  # [b, C] the engine's logprobs, for importance sampling
     old_logprobs: torch.Tensor | None = None  # [b, C], when num_iterations > 1
     ref_logprobs: torch.Tensor | None = None  # [b, C], when beta > 0
+    topk_ids: torch.Tensor | None = None  # [b, C, k] the teacher's top-k tokens (token-level KD)
+    teacher: torch.Tensor | None = None  # [b, C, k(+1)] the teacher's partition logprobs (token-level KD)
 
 
 class DeepSpeedLearner(Learner):
@@ -50,6 +53,7 @@ class DeepSpeedLearner(Learner):
         self.world_size = cfg.learner.num_learners
         self.engine: Any = None
         self.ref: Any = None  # CompletionLogprobs of the frozen initial policy, when beta > 0
+        self.teacher: Any = None  # frozen KD teacher on this rank (kd.teacher_source = learner)
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the process group."""
@@ -78,14 +82,16 @@ class DeepSpeedLearner(Learner):
             model=policy, optimizer=optimizer, lr_scheduler=build_scheduler(optimizer, self.cfg),
             config=deepspeed_config(self.cfg),
         )  # fmt: skip
-        if lc.beta > 0:  # only then: a second model costs memory
+        if lc.beta > 0 and self.cfg.stage == "rl":  # only then: a second model costs memory
             self.ref = build_reference(self.cfg)
+        if self.cfg.stage == "kd_token" and self.cfg.kd.teacher_source == "learner":
+            self.teacher = build_reference(self.cfg, self.cfg.kd.teacher)
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         return {"init_s": time.perf_counter() - t0}
 
     def _logprobs(self, model: Any, mb: _MicroBatch) -> torch.Tensor:
         """[b, C] logprobs from the policy engine or the reference (both CompletionLogprobs modules)."""
-        t = self.cfg.generation.temperature
+        t = self.cfg.generation.temperature if self.cfg.stage == "rl" else 1.0  # supervised: the model as is
         return model(mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), t)
 
     def _prepare(self, batch: TrainBatch) -> list[_MicroBatch]:
@@ -103,6 +109,8 @@ class DeepSpeedLearner(Learner):
                 torch.tensor(part.advantages, dtype=torch.float32, device=dev),
             )  # fmt: skip
             mb.sampling = self._sampling(part, cmask.size(1), dev)
+            if self.cfg.stage == "kd_token":
+                self._attach_teacher(mb, part)
             with torch.no_grad():
                 if self.cfg.learner.num_iterations > 1:
                     self.engine.eval()
@@ -111,6 +119,40 @@ class DeepSpeedLearner(Learner):
                     mb.ref_logprobs = self._logprobs(self.ref, mb)
             out.append(mb)
         return out
+
+    def _attach_teacher(self, mb: _MicroBatch, part: TrainBatch) -> None:
+        """The teacher's top-k ids and partition logprobs per completion token, padded to [b, C, k]."""
+        width, dev = mb.mask.size(1), self.engine.device
+        if self.teacher is not None:  # on this rank: full logits, its own top-k
+            mb.topk_ids, mb.teacher = self.teacher(
+                mb.input_ids, mb.attention_mask, mb.position_ids, width, topk=self.cfg.kd.top_k
+            )
+            return
+        k = max(len(pos) for row in part.teacher_ids for pos in row)
+        ids = torch.zeros(len(part), width, k, dtype=torch.long)
+        lps = torch.full((len(part), width, k), -1e4)  # padding: a vanishing mass, never under the mask
+        for r, (row_ids, row_lps) in enumerate(zip(part.teacher_ids, part.teacher_logprobs, strict=True)):
+            for c, (pos_ids, pos_lps) in enumerate(zip(row_ids, row_lps, strict=True)):
+                ids[r, c, : len(pos_ids)] = torch.tensor(pos_ids)
+                lps[r, c, : len(pos_lps)] = torch.tensor(pos_lps)
+        mb.topk_ids, mb.teacher = ids.to(dev), partition_logprobs(lps).to(dev)
+
+    def _supervised_loss(self, mb: _MicroBatch, tokens_per_rank: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """SFT / sequence-level KD (NLL) or token-level KD (KL), as a mean over the step's global tokens.
+
+        DeepSpeed divides each micro-batch loss by gradient_accumulation_steps and averages over ranks;
+        scaling by both makes the gradient exactly that of the global token mean.
+        """
+        scale = self.engine.gradient_accumulation_steps() / tokens_per_rank
+        if self.cfg.stage == "kd_token":
+            student = self.engine(
+                mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), topk_ids=mb.topk_ids
+            )
+            total = masked_token_sum(token_kl(student, mb.teacher, self.cfg.kd.loss), mb.mask)
+            name = "kd_loss"
+        else:
+            total, name = nll(self._logprobs(self.engine, mb), mb.mask), "nll"
+        return total * scale, {f"{name}_sum": total.item()}
 
     def _sampling(self, part: TrainBatch, width: int, dev: torch.device) -> torch.Tensor | None:
         """[b, C] sampling logprobs, or None when IS correction is off or some row lacks them."""
@@ -135,6 +177,13 @@ class DeepSpeedLearner(Learner):
         self.engine.train()
         for _ in range(lc.num_iterations):
             for mb in micro:
+                if self.cfg.stage != "rl":
+                    loss, metrics = self._supervised_loss(mb, num_items_in_batch / self.world_size)
+                    self.engine.backward(loss)
+                    self.engine.step()
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    continue
                 logprobs = self._logprobs(self.engine, mb)  # [b, C]
                 # With one iteration old = current, detached (ratio 1), exactly as TRL does.
                 old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
@@ -159,12 +208,15 @@ class DeepSpeedLearner(Learner):
         # DeepSpeed checks the global gradient norm (fp32 and bf16 alike) and skips a step whose
         # gradients hold NaN/inf: the weights stay as they were. We only count it.
         skipped = sum(not math.isfinite(g) for g in grad_norms)
+        tokens = float(sum(mb.mask.sum().item() for mb in micro))
+        for key in [k for k in sums if k.endswith("_sum")]:  # token means of this rank's share
+            sums[key.removesuffix("_sum")] = sums.pop(key) * n / max(tokens * lc.num_iterations, 1.0)
         return {
             "nonfinite_updates": float(skipped),
             **{k: v / n for k, v in sums.items()},
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "lr": float(self.scheduler.get_last_lr()[0]),
-            "learner_tokens": float(sum(mb.mask.sum().item() for mb in micro)),
+            "learner_tokens": tokens,
             "learn_s": time.perf_counter() - t0,
         }
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from openrs_ray.config import RunConfig
+from openrs_ray.config import ModelConfig, RunConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,21 +48,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> Any:
     )
 
 
-def load_causal_lm(cfg: RunConfig) -> torch.nn.Module:
-    """The policy (or reference) model from a local folder or a hub id, in the configured dtype."""
+def load_causal_lm(cfg: RunConfig, model: ModelConfig | None = None) -> torch.nn.Module:
+    """The policy (or `model`: a reference or teacher) from a local folder or a hub id, in its dtype."""
     from transformers import AutoModelForCausalLM
 
-    mc = cfg.model
+    mc = model or cfg.model
     return AutoModelForCausalLM.from_pretrained(mc.path, dtype=DTYPES[mc.dtype], trust_remote_code=mc.trust_remote_code)
 
 
-def build_reference(cfg: RunConfig) -> Any:
-    """A frozen copy of the initial policy for the KL term; under ZeRO-3 a sharded inference engine."""
+def build_reference(cfg: RunConfig, model: ModelConfig | None = None) -> Any:
+    """A frozen model (the initial policy for the KL term, or a KD teacher); under ZeRO-3 a sharded
+    inference engine."""
     import deepspeed
 
     from openrs_ray.learners.logprobs import CompletionLogprobs
 
-    ref = CompletionLogprobs(load_causal_lm(cfg)).eval().requires_grad_(False)
+    ref = CompletionLogprobs(load_causal_lm(cfg, model)).eval().requires_grad_(False)
     if cfg.learner.zero_stage == 3:
         engine, *_ = deepspeed.initialize(model=ref, config=deepspeed_config(cfg, train=False))
         return engine

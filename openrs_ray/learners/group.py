@@ -62,7 +62,7 @@ class LearnerGroup:
         n = self.cfg.learner.num_learners
         rows = self.cfg.rows_per_step // n
         num_items = sum(len(c) for c, w in zip(batch.completion_ids, batch.loss_weights, strict=True) if w)
-        g = self.cfg.generation.num_generations
+        g = self.cfg.rows_per_step // self.cfg.prompts_per_step  # rows per group (1 when supervised)
         refs = [a.update.remote(batch.shard(r, n, rows, g), num_items) for r, a in enumerate(self.actors)]
         results = self.wait(refs, "update()")
         merged = {k: sum(r[k] for r in results) / n for k in results[0]}

@@ -1,4 +1,4 @@
-"""The run configuration: one pydantic tree, loaded from YAML plus dotted command-line overrides.
+"""Configuration sections of a run (one pydantic model each); RunConfig in openrs_ray.config assembles them.
 
 Field names follow TRL's GRPOConfig where the concept is the same (`num_generations`,
 `max_prompt_length`, `max_completion_length`, `temperature`, `beta`, `epsilon`, `loss_type`).
@@ -7,11 +7,9 @@ Every field has a docstring (pydantic turns it into the field description).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OPEN_RS_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -45,10 +43,18 @@ class DataConfig(_Section):
     """Local .json/.jsonl/.parquet file, or a hub dataset name."""
     split: str = "train"
     """Dataset split (hub datasets only)."""
+    subset: str | None = None
+    """Dataset configuration name (hub datasets only), e.g. "main" for openai/gsm8k."""
     prompt_key: str | None = None
     """Column holding the problem; None picks the first of question/problem/prompt."""
     answer_key: str | None = None
     """Column holding the gold answer; None picks the first of answer/solution."""
+    response_key: str | None = None
+    """SFT / token-level KD: column holding the reference response; None picks the first of
+    response/completion/solution/answer (GSM8K's worked solutions end in "#### N", rewritten as \\boxed{N})."""
+    messages_key: str | None = None
+    """SFT / token-level KD: column holding chat messages ([{role, content}, ...]); the last assistant message
+    is the response and everything before it the prompt. Overrides prompt_key/response_key when set."""
     system_prompt: str | None = OPEN_RS_SYSTEM_PROMPT
     """System message put before each problem (Open-RS's by default); None for no system message."""
     shuffle: bool = True
@@ -245,131 +251,3 @@ class CheckpointConfig(_Section):
     """Save every N steps (0: never)."""
     keep_last: int = Field(default=2, ge=1)
     """Checkpoints kept in OUTPUT_DIR/checkpoints (older ones are deleted)."""
-
-
-class RunConfig(_Section):
-    output_dir: str = "runs/default"
-    """Run folder: resolved config.yaml, metrics.jsonl, checkpoints."""
-    max_steps: int = Field(default=100, ge=1)
-    """Optimizer steps (one batch of prompts each)."""
-    prompts_per_step: int = Field(default=4, ge=1)
-    """Prompts per step; each yields num_generations completions."""
-    seed: int = 0
-    """Global seed (learner init order, torch RNG)."""
-    model: ModelConfig
-    """Policy model."""
-    data: DataConfig
-    """Prompt source."""
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    """Generators (vLLM actors) and sampling."""
-    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
-    """Reward functions and the verifier pool."""
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
-    """Rollout buffer and advantages."""
-    learner: LearnerConfig = Field(default_factory=LearnerConfig)
-    """DeepSpeed learners and the GRPO loss."""
-    broadcast: BroadcastConfig = Field(default_factory=BroadcastConfig)
-    """Weight broadcast from learner rank 0 to generators."""
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    """Ray cluster and per-role resources."""
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    """Metrics outputs."""
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    """Checkpointing."""
-    cost: CostConfig = Field(default_factory=CostConfig)
-    """Prices for the run's cost (GPU-hours and dollars in metrics and the summary)."""
-
-    @model_validator(mode="after")
-    def _batch_divides(self) -> RunConfig:
-        if self.prompts_per_step % self.learner.num_learners:
-            raise ValueError(
-                f"learner.num_learners: prompts_per_step={self.prompts_per_step} groups must split evenly over "
-                f"{self.learner.num_learners} learners (every rank trains on whole groups)"
-            )
-        return self
-
-    @property
-    def rows_per_step(self) -> int:
-        """Completions trained on per step, over all learners."""
-        return self.prompts_per_step * self.generation.num_generations
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for i, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(keys[: i + 1])}: is a value, cannot set {dotted}")
-        node = child
-    node[keys[-1]] = value
-
-
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides in place; values are parsed as YAML (numbers, bools, lists)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. learner.lr=1e-6")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
-        _set_dotted(tree, key.strip(), value)
-    return tree
-
-
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        scalar = not isinstance(e["input"], dict | list) and e["type"] != "missing"
-        got = f" (got {e['input']!r})" if scalar and e["type"] != "extra_forbidden" else ""
-        where = ".".join(str(p) for p in e["loc"])
-        # Cross-field checks (model validators) have no location: their message starts with the key.
-        lines.append(f"{where}: {msg}{got}" if where else msg)
-    return "; ".join(lines)
-
-
-def parse_config(tree: dict[str, Any]) -> RunConfig:
-    """Validate a raw dict into a RunConfig, turning pydantic errors into one ConfigError line."""
-    try:
-        return RunConfig.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted overrides, and validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
-    return parse_config(apply_overrides(tree, overrides or []))
-
-
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
-
-
-def check_paths(cfg: RunConfig) -> None:
-    """Fail fast, before any actor starts, on local model/data paths that do not exist."""
-    model = Path(cfg.model.path).expanduser()
-    if _looks_local(cfg.model.path) and not (model / "config.json").is_file():
-        raise ConfigError(f"model.path: no Hugging Face model (config.json) at {model}")
-    data = Path(cfg.data.path).expanduser()
-    local_suffix = data.suffix in (".json", ".jsonl", ".parquet")
-    if (_looks_local(cfg.data.path) or local_suffix) and not data.is_file():
-        raise ConfigError(f"data.path: file not found: {data}")
-
-
-def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (what `train` stores in the run folder)."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,136 @@
+"""`openrs-ray pipeline CONFIG`: stages chained (sft → rl, kd → rl, sft + kd → rl), each resumable.
+
+    output_dir: runs/srlm-0.5b-sft-rl
+    stages:
+      - name: sft
+        config: srlm-0.5b-sft.yaml       # relative to this file
+        overrides: {max_steps: 100}      # dotted keys over the stage's config
+      - name: rl
+        config: srlm-0.5b-rl.yaml        # model.path := the previous stage's final checkpoint
+
+Stage i runs in OUTPUT_DIR/<name>/ and starts from stage i-1's final checkpoint (its HF folder). A stage
+with DONE.json is skipped; one with a checkpoint resumes from it; one without starts over. So re-running
+the same command after any interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from openrs_ray.config import ConfigError, RunConfig, _describe, apply_overrides, check_paths, parse_config
+from openrs_ray.config.sections import _Section
+
+DONE = "DONE.json"
+
+
+class StageSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Stage name: its folder under output_dir, and the prefix of its command-line overrides."""
+    config: str
+    """The stage's run config (YAML), relative to the pipeline file."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Dotted keys set over the stage's config, e.g. {max_steps: 100, learner.lr: 1e-5}."""
+
+
+class PipelineConfig(_Section):
+    output_dir: str
+    """Folder of the whole pipeline; each stage writes OUTPUT_DIR/<stage name>/."""
+    stages: list[StageSpec] = Field(min_length=1)
+    """Stages in order; each starts from the previous one's final checkpoint."""
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return stages
+
+
+def final_model(stage_dir: Path, cfg: RunConfig) -> Path:
+    """Where a stage's final model lands: its last step's checkpoint (HF folder)."""
+    return stage_dir / "checkpoints" / f"step-{cfg.max_steps}" / "policy"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, list[RunConfig]]:
+    """The pipeline and every stage's resolved RunConfig (output_dir and chained model.path filled in).
+
+    Command-line overrides: `output_dir=...`, `<stage>.<key>=value` for one stage, `all.<key>=value` for all.
+    """
+    path = Path(path)
+    tree = _read_yaml(path)
+    top = [o for o in overrides or [] if o.startswith("output_dir=")]
+    try:
+        pipe = PipelineConfig.model_validate(apply_overrides(tree, top))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {_describe(err)}") from None
+    names = {s.name for s in pipe.stages}
+    for o in overrides or []:
+        head = o.split(".", 1)[0]
+        if o not in top and head not in names | {"all"}:
+            raise ConfigError(f"override {o!r}: start with a stage name ({sorted(names)}), all. or output_dir=")
+    configs: list[RunConfig] = []
+    for spec in pipe.stages:
+        stage_tree = apply_overrides(
+            _read_yaml(path.parent / spec.config), [f"{k}={_yaml(v)}" for k, v in spec.overrides.items()]
+        )
+        mine = [o.split(".", 1)[1] for o in overrides or [] if o.split(".", 1)[0] in (spec.name, "all") and "." in o]
+        stage_tree = apply_overrides(stage_tree, mine)
+        stage_tree["output_dir"] = str(Path(pipe.output_dir) / spec.name)
+        if configs:  # chained: starts from the previous stage's final model
+            stage_tree.setdefault("model", {})["path"] = str(final_model(Path(configs[-1].output_dir), configs[-1]))
+        try:
+            configs.append(parse_config(stage_tree))
+        except ConfigError as err:
+            raise ConfigError(f"stage {spec.name} ({spec.config}): {err}") from None
+    return pipe, configs
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run (or continue) every stage in order; returns each stage's {name, stage, model, folder}."""
+    from openrs_ray.checkpoint import latest_checkpoint
+    from openrs_ray.runner import run_stage
+
+    pipe, configs = load_pipeline(path, overrides)
+    for cfg in configs:  # fail fast, except on models an earlier stage of this pipeline will write
+        check_paths(cfg, skip_under=pipe.output_dir)
+    done: list[dict[str, Any]] = []
+    for spec, cfg in zip(pipe.stages, configs, strict=True):
+        folder = Path(cfg.output_dir)
+        marker = folder / DONE
+        if marker.is_file():
+            print(f"pipeline: stage {spec.name} already done, skipped")
+            done.append(json.loads(marker.read_text()))
+            continue
+        resume = latest_checkpoint(folder) is not None
+        print(f"pipeline: stage {spec.name} ({cfg.stage}) {'resumed' if resume else 'started'} in {folder}")
+        model = run_stage(cfg, resume=resume, overwrite=not resume)
+        record = {"name": spec.name, "stage": cfg.stage, "model": str(model), "folder": str(folder)}
+        tmp = folder / f"{DONE}.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, marker)
+        done.append(record)
+    (Path(pipe.output_dir) / "pipeline.json").write_text(json.dumps(done, indent=2))
+    return done

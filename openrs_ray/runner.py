@@ -1,0 +1,109 @@
+"""Running one stage (rl, sft, kd_seq, kd_token) end to end: what `train` and each `pipeline` stage do.
+
+The stage's driver (Orchestrator for rl, SupervisedTrainer otherwise) steps to max_steps, writing
+metrics.jsonl, checkpointing every save_steps and at the end, and evaluating every eval.eval_steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from openrs_ray.config import ConfigError, RunConfig
+
+
+def _progress(enabled: bool, label: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"), disable=not enabled,
+    )  # fmt: skip
+
+
+def _info(m: dict[str, Any]) -> str:
+    """The progress bar's one-line summary of a step."""
+    if "reward_mean" in m:
+        return f"reward {m['reward_mean']:.3f} acc {m['accuracy_mean']:.3f} {m['time_step_s']:.1f}s"
+    loss = next((f"{k} {m[k]:.4f}" for k in ("nll", "kd_loss") if k in m), "")
+    return f"{loss} {m['time_step_s']:.1f}s"
+
+
+def make_driver(cfg: RunConfig) -> Any:
+    """The stage's driver: the GRPO Orchestrator, or the SupervisedTrainer for sft / kd_seq / kd_token."""
+    if cfg.stage == "rl":
+        from openrs_ray.orchestrator import Orchestrator
+
+        return Orchestrator(cfg)
+    from openrs_ray.supervised import SupervisedTrainer
+
+    return SupervisedTrainer(cfg)
+
+
+def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train one stage; returns its final checkpoint's HF model folder (what a next stage starts from).
+
+    resume=True continues from the newest complete checkpoint in output_dir.
+    """
+    from openrs_ray.checkpoint import latest_checkpoint
+    from openrs_ray.cluster import ray_cluster
+    from openrs_ray.runlog import RunFolder
+
+    ckpt = latest_checkpoint(cfg.output_dir) if resume else None
+    if resume and ckpt is None:
+        raise ConfigError(f"--resume: no complete checkpoint in {cfg.output_dir}/checkpoints")
+    step0 = int(ckpt.name.split("-")[1]) if ckpt else None
+    run = RunFolder(cfg, overwrite=overwrite, resume_step=step0)
+    with ray_cluster(cfg.cluster):
+        driver = make_driver(cfg)
+        try:
+            driver.setup(resume=ckpt)
+            if ckpt:
+                print(f"resumed from {ckpt} (step {driver.step_idx})")
+            hook = _eval_hook(cfg, run.path, driver.tokenizer)
+            final = _loop(cfg, driver, run, hook)
+        finally:
+            driver.shutdown()
+    from rich.console import Console
+
+    from openrs_ray.summary import render, write_summary
+
+    summary, png = write_summary(run.path)
+    Console().print(render(summary))
+    print(f"run folder: {run.path} (metrics.jsonl, summary.json, {png.name})")
+    return final / "policy"
+
+
+def _eval_hook(cfg: RunConfig, run_path: Path, tokenizer: Any) -> Any:
+    """Evaluation every eval.eval_steps (None when not configured)."""
+    if not (cfg.eval.eval_steps and cfg.eval.benchmarks):
+        return None
+    from openrs_ray.eval.hook import EvalHook
+
+    return EvalHook(cfg, run_path, tokenizer)
+
+
+def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
+    """Step to max_steps; checkpoint every save_steps, at every evaluation, and at the end."""
+    saved: Path | None = None
+    if hook is not None and driver.step_idx == 0:
+        hook.run(0, *driver.eval_targets(), checkpoint=None)  # the starting point, before any update
+    with _progress(cfg.metrics.progress_bar, f"train {cfg.stage}") as bar:
+        task = bar.add_task(cfg.stage, total=cfg.max_steps, completed=driver.step_idx, info="")
+        while driver.step_idx < cfg.max_steps:
+            m = driver.step()
+            run.log(m)
+            step = driver.step_idx
+            evaluate = hook is not None and (hook.due(step) or step == cfg.max_steps)
+            if (cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0) or evaluate:
+                saved = driver.save()
+            if evaluate:
+                hook.run(step, *driver.eval_targets(), checkpoint=str(saved / "policy"))
+            bar.update(task, advance=1, info=_info(m))
+    last = driver.step_idx
+    if saved is None or int(saved.name.split("-")[1]) != last:
+        from openrs_ray.checkpoint import checkpoint_dir, latest_checkpoint
+
+        done = latest_checkpoint(cfg.output_dir)
+        saved = done if done is not None and done == checkpoint_dir(cfg.output_dir, last) else driver.save()
+    return saved
