@@ -85,13 +85,24 @@ def read_state(path: Path) -> tuple[dict[str, Any], list[list[Prompt]], list[Sco
     return state, in_flight, buffered
 
 
+def _best(output_dir: Path) -> Path | None:
+    """The checkpoint folder eval/best.json names (the best evaluation so far), if any."""
+    record = output_dir / "eval" / "best.json"
+    if not record.is_file():
+        return None
+    best = json.loads(record.read_text()).get("checkpoint")
+    return Path(best).parent.resolve() if best else None
+
+
 def prune(output_dir: str | Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints (and interrupted ones)."""
+    """Delete all but the newest `keep_last` complete checkpoints (and interrupted ones); the best evaluated
+    checkpoint (eval/best.json) is always kept."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return
+    best = _best(Path(output_dir))
     steps = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     complete = [p for p in steps if (p / STATE).is_file()]
     for p in steps:
-        if p not in complete[-keep_last:] and p != steps[-1]:
+        if p not in complete[-keep_last:] and p != steps[-1] and p.resolve() != best:
             shutil.rmtree(p, ignore_errors=True)

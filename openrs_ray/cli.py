@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("config", help="pipeline YAML (output_dir + stages)")
     pipe.add_argument("overrides", nargs="*", help="<stage>.<key>=value, all.<key>=value or output_dir=...")
     pipe.set_defaults(func=cmd_pipeline)
+    from openrs_ray.eval.cli import add_eval_parser  # `eval` lives with the evaluation harness
+
+    add_eval_parser(sub)
     scale = sub.add_parser("scale", help="change the generator engine count of a running job")
     scale.add_argument("--generators", type=int, required=True, help="engines wanted (>= 1)")
     scale.add_argument("--run", required=True, help="the job's output_dir name, e.g. smoke for runs/smoke")

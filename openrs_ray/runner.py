@@ -78,32 +78,34 @@ def _eval_hook(cfg: RunConfig, run_path: Path, tokenizer: Any) -> Any:
     """Evaluation every eval.eval_steps (None when not configured)."""
     if not (cfg.eval.eval_steps and cfg.eval.benchmarks):
         return None
-    from openrs_ray.eval.hook import EvalHook
+    from openrs_ray.eval.runner import EvalHook
 
     return EvalHook(cfg, run_path, tokenizer)
 
 
 def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
     """Step to max_steps; checkpoint every save_steps, at every evaluation, and at the end."""
+    from openrs_ray.eval.report import flat_metrics
+
     saved: Path | None = None
-    if hook is not None and driver.step_idx == 0:
-        hook.run(0, *driver.eval_targets(), checkpoint=None)  # the starting point, before any update
     with _progress(cfg.metrics.progress_bar, f"train {cfg.stage}") as bar:
+        if hook is not None and driver.step_idx == 0:  # the starting point, before any update
+            hook.run(0, *driver.eval_targets(), progress=bar)
         task = bar.add_task(cfg.stage, total=cfg.max_steps, completed=driver.step_idx, info="")
         while driver.step_idx < cfg.max_steps:
             m = driver.step()
-            run.log(m)
             step = driver.step_idx
-            evaluate = hook is not None and (hook.due(step) or step == cfg.max_steps)
+            evaluate = hook is not None and hook.due(step)
             if (cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0) or evaluate:
                 saved = driver.save()
-            if evaluate:
-                hook.run(step, *driver.eval_targets(), checkpoint=str(saved / "policy"))
+            if evaluate:  # a checkpoint exists for every evaluated step, so the best one can be kept
+                results = hook.run(step, *driver.eval_targets(), checkpoint=str(saved / "policy"), progress=bar)
+                m.update(flat_metrics(results))
+            run.log(m)
             bar.update(task, advance=1, info=_info(m))
-    last = driver.step_idx
-    if saved is None or int(saved.name.split("-")[1]) != last:
+    if saved is None or int(saved.name.split("-")[1]) != driver.step_idx:
         from openrs_ray.checkpoint import checkpoint_dir, latest_checkpoint
 
         done = latest_checkpoint(cfg.output_dir)
-        saved = done if done is not None and done == checkpoint_dir(cfg.output_dir, last) else driver.save()
+        saved = done if done is not None and done == checkpoint_dir(cfg.output_dir, driver.step_idx) else driver.save()
     return saved

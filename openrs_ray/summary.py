@@ -13,6 +13,13 @@ PLOTS = (
     ("kl", "KL"),
     ("tokens_per_s", "rollout tokens/s"),
 )
+# SFT and KD stages have no rollouts: their panels are the loss and the optimizer's view.
+SUPERVISED_PLOTS = (
+    ("nll", "NLL per token"),
+    ("kd_loss", "KD loss per token"),
+    ("grad_norm", "grad norm"),
+    ("lr", "lr"),
+)
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -26,6 +33,8 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "steps": len(steps),
         "weight_version": last.get("weight_version", 0),
+        "stage": last.get("stage", "rl"),
+        **{f"{k}_last": last[k] for k in ("nll", "kd_loss") if k in last},
         "reward_mean_last": last.get("reward_mean", 0.0),
         "accuracy_mean_last": last.get("accuracy_mean", 0.0),
         "completion_tokens": sum(m.get("completion_tokens", 0) for m in steps),
@@ -37,17 +46,20 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(steps: list[dict[str, Any]], path: Path) -> Path:
-    """Reward, accuracy, length, KL and rollout tokens/s over steps, one panel each, as a PNG."""
+    """Reward, accuracy, length, KL and rollout tokens/s (SFT/KD: loss, grad norm, lr) per step, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
     xs = [m["step"] for m in steps]
-    series = {key: [m.get(key, 0.0) for m in steps] for key, _ in PLOTS}
-    series["tokens_per_s"] = [m["completion_tokens"] / max(m["time_generate_s"], 1e-9) for m in steps]
-    fig, axes = plt.subplots(1, len(PLOTS), figsize=(4 * len(PLOTS), 3.2))
-    for ax, (key, title) in zip(axes, PLOTS, strict=True):
+    rl = not steps or "reward_mean" in steps[0]
+    panels = PLOTS if rl else tuple(p for p in SUPERVISED_PLOTS if p[0] in steps[0])
+    series = {key: [m.get(key, 0.0) for m in steps] for key, _ in panels}
+    if rl:
+        series["tokens_per_s"] = [m["completion_tokens"] / max(m["time_generate_s"], 1e-9) for m in steps]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
         ax.plot(xs, series[key], marker="o")
         ax.set_title(title)
         ax.set_xlabel("step")

@@ -64,8 +64,8 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(default=4096, ge=1)
     """Most tokens generated per answer (also bounded by the engine's context: prompt + answer)."""
     seed: int | None = 0
-    """Sampling seed of every evaluation request, so samples do not depend on which engine or batch served them
-    (None: the engine's own random state)."""
+    """Base of each problem's sampling seed (mixed with the problem's id): its samples do not depend on which
+    engine or batch drew them, and problems do not share sampling noise (None: the engines' own random state)."""
     chunk_size: int = Field(default=16, ge=1)
     """Problems per generator call; a few calls per engine stay in flight, so all engines work until the end."""
     eval_steps: int = Field(default=0, ge=0)
@@ -74,8 +74,8 @@ class EvalConfig(_Section):
     """Score that picks the best checkpoint (higher is better): avg@k, pass@1 or pass@N of the average over
     benchmarks, or of one benchmark as NAME/METRIC (e.g. math500/pass@1)."""
     timeout_s: float = Field(default=3600.0, gt=0)
-    """Longest wait for the verifier's scores of one chunk (late samples count as wrong, and are counted); `eval`
-    also waits this long for one engine call (while training, generation.timeout_s applies)."""
+    """Longest wait for the verifier's last scores once generation is done (later samples count as wrong, and are
+    counted); `eval` also waits this long for one engine call (while training, generation.timeout_s applies)."""
     save_samples: bool = False
     """Also write every completion with its correctness to eval/NAME.samples.jsonl."""
 
@@ -109,6 +109,13 @@ class EvalConfig(_Section):
         if any(not 1 <= k <= n for k in pass_k):
             raise ValueError(f"each k must be in 1..num_samples={n}")
         return pass_k
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_single(cls, temperature: float, info: ValidationInfo) -> float:
+        if temperature == 0 and info.data.get("num_samples", 1) > 1:
+            raise ValueError("0 (greedy) gives the same answer every time: set num_samples=1")
+        return temperature
 
     @field_validator("metric_for_best")
     @classmethod

@@ -34,6 +34,7 @@ class PairSource(PromptSource):
     def __init__(self, cfg: DataConfig, tokenizer: Any, max_prompt_length: int, max_response_length: int) -> None:
         self.max_response_length = max_response_length
         self.dropped_malformed = 0
+        self.limits = f"max_prompt_length={max_prompt_length} with a response of at most {max_response_length} tokens"
         super().__init__(cfg, tokenizer, max_prompt_length)
 
     def _columns(self, row: dict[str, Any]) -> None:

@@ -66,6 +66,7 @@ class PromptSource:
         self._columns(self.rows[0])
         self.name = Path(cfg.path).stem
         self.dropped_too_long = 0
+        self.limits = getattr(self, "limits", f"max_prompt_length={max_prompt_length}")
         # The unmixed cursor's seed prefix is the bare seed, which keeps the order of every run made before mixing.
         self._cursor = ShuffledCursor(list(range(len(self.rows))), cfg.shuffle, str(cfg.seed))
         self._picker: QuotaPicker | None = None
@@ -129,7 +130,7 @@ class PromptSource:
             if prompt is not None:
                 out.append(prompt)
             elif scanned >= len(self.rows) and not out:
-                raise DataError(f"no prompt in {self.cfg.path} fits max_prompt_length={self.max_prompt_length}")
+                raise DataError(f"no prompt in {self.cfg.path} fits {self.limits}")
         return out
 
     def _next_mixed(self, level: str) -> Prompt:

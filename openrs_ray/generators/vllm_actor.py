@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from typing import Any
 
 from openrs_ray.config import RunConfig
@@ -49,24 +50,26 @@ class VLLMGenerator(Generator):
         """`num_generations` completions per prompt, each carrying its sampling logprobs and version.
 
         `sampling` overrides the run's sampling for this call (evaluation): any of n, temperature, top_p,
-        max_tokens, seed (a per-request seed: samples then do not depend on the batch they were drawn in).
+        max_tokens, seed. With a seed each prompt gets its own seed, mixed from it and the prompt's uid: its
+        samples do not depend on the engine or batch that drew them, and prompts do not share sampling noise.
         """
         from vllm import SamplingParams, TokensPrompt
 
         gen = self.cfg.generation
-        unknown = set(sampling or {}) - SAMPLING_OVERRIDES
+        opts = {
+            "n": gen.num_generations,
+            "temperature": gen.temperature,
+            "top_p": gen.top_p,
+            "max_tokens": gen.max_completion_length,
+            **(sampling or {}),
+        }
+        unknown = set(opts) - SAMPLING_OVERRIDES
         if unknown:
             raise ValueError(f"unknown sampling override(s) {sorted(unknown)}; allowed: {sorted(SAMPLING_OVERRIDES)}")
-        params = SamplingParams(
-            **{
-                "n": gen.num_generations,
-                "temperature": gen.temperature,
-                "top_p": gen.top_p,
-                "max_tokens": gen.max_completion_length,
-                **(sampling or {}),
-            },
-            logprobs=0,
-        )
+        seed = opts.pop("seed", None)
+        params: SamplingParams | list[SamplingParams] = SamplingParams(**opts, logprobs=0)
+        if seed is not None:
+            params = [SamplingParams(**opts, logprobs=0, seed=zlib.crc32(f"{seed}:{p.uid}".encode())) for p in prompts]
         t0 = time.perf_counter()
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p.token_ids) for p in prompts], params, use_tqdm=False
