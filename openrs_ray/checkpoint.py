@@ -90,7 +90,7 @@ def _best(output_dir: Path) -> Path | None:
     record = output_dir / "eval" / "best.json"
     if not record.is_file():
         return None
-    best = json.loads(record.read_text()).get("checkpoint")
+    best = (json.loads(record.read_text()).get("best") or {}).get("checkpoint")
     return Path(best).parent.resolve() if best else None
 
 

@@ -116,3 +116,20 @@ def test_pipeline_sft_then_kd_seq_then_rl(tiny_model: Path, facts: Path, tmp_pat
     assert proc.returncode == 0 and not left, proc.stderr[-4000:]
     assert "stage sft already done" in proc.stdout and "stage kd already done" in proc.stdout
     assert "stage rl (rl) resumed" in proc.stdout and (out / "rl" / "DONE.json").is_file()
+
+
+def test_evaluation_every_eval_steps_keeps_the_best_checkpoint(tiny_model: Path, facts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sft-eval"
+    m = _train(out, f"model.path={tiny_model}", "stage=sft", f"data.path={facts}", "max_steps=40", "learner.lr=3e-3",
+               "eval.eval_steps=20", f"eval.benchmarks=[{facts}]", "eval.temperature=0", "eval.max_new_tokens=16",
+               "checkpoint.keep_last=1")  # fmt: skip
+    evals = {p.name: json.loads(p.read_text()) for p in (out / "eval").glob("step-*.json")}
+    assert set(evals) == {"step-0.json", "step-20.json", "step-40.json"}
+    assert [x["step"] for x in m if "eval/average/pass@1" in x] == [20, 40]
+    # The memorised answers are found by the evaluation (greedy): the harness scores real successes.
+    assert m[-1]["eval/facts/pass@1"] > m[0].get("eval/facts/pass@1", 0.0) and m[-1]["eval/facts/pass@1"] > 0
+    best = json.loads((out / "eval" / "best.json").read_text())["best"]
+    assert best["step"] in (20, 40) and best["score"] == max(x.get("eval/facts/avg@1", 0) for x in m)
+    # keep_last=1 prunes old checkpoints, but never the best evaluated one.
+    assert Path(best["checkpoint"], "config.json").is_file(), best
+    assert {p.name for p in (out / "checkpoints").glob("step-*")} == {"step-40", f"step-{best['step']}"}
