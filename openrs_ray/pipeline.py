@@ -132,5 +132,32 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[d
         tmp.write_text(json.dumps(record))
         os.replace(tmp, marker)
         done.append(record)
+    for record in done:
+        record["evaluation"] = evaluation_progress(Path(record["folder"]))
     (Path(pipe.output_dir) / "pipeline.json").write_text(json.dumps(done, indent=2))
+    for record in done:
+        if record["evaluation"]:
+            print(describe_progress(record["name"], record["evaluation"]))
     return done
+
+
+def evaluation_progress(folder: Path) -> dict[str, Any] | None:
+    """A stage's first and last evaluation and its best (from eval/best.json), or None when it had none."""
+    path = folder / "eval" / "best.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    history = sorted(record["history"], key=lambda h: h["step"])
+    first, last = history[0], history[-1]
+    return {"metric": record["key"], "first": first, "last": last, "best": record["best"],
+            "gain_points": 100 * (last["score"] - first["score"])}  # fmt: skip
+
+
+def describe_progress(name: str, ev: dict[str, Any]) -> str:
+    """One line: the stage's evaluation score before its first update and after its last."""
+    f, last = ev["first"], ev["last"]
+    return (
+        f"stage {name}: evaluation {ev['metric']} {100 * f['score']:.1f}% at step {f['step']} -> "
+        f"{100 * last['score']:.1f}% at step {last['step']} ({ev['gain_points']:+.1f} points; "
+        f"best at step {ev['best']['step']})"
+    )
