@@ -46,3 +46,20 @@ def test_own_answer_scores_one_and_other_answer_zero(name: str, count: int) -> N
         if (g, other) not in EQUIVALENT_PAIRS and accuracy_reward(f"Thinking... \\boxed{{{other}}}", g) != 0.0:
             neg_miss.append((g, other))
     assert pos_miss == [] and neg_miss == []
+
+
+def test_every_gsm8k_train_solution_becomes_a_correct_sft_reference() -> None:
+    """SFT on GSM8K's worked solutions: each rewritten reference (annotations dropped, '#### N' boxed)
+    scores 1.0 against its own gold answer, for all 7,473 training problems."""
+    from openrs_ray.data.pairs import reference_text
+
+    path = DATA / "gsm8k_train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    refs = [reference_text(r["answer"]) for r in rows]
+    assert len(rows) == 7473 and not any("<<" in ref or "####" in ref for ref in refs)
+    wrong = [
+        i
+        for i, (r, ref) in enumerate(zip(rows, refs, strict=True))
+        if accuracy_reward(ref, gold_answer(r["answer"])) != 1.0
+    ]
+    assert wrong == []
