@@ -133,3 +133,19 @@ def test_evaluation_every_eval_steps_keeps_the_best_checkpoint(tiny_model: Path,
     # keep_last=1 prunes old checkpoints, but never the best evaluated one.
     assert Path(best["checkpoint"], "config.json").is_file(), best
     assert {p.name for p in (out / "checkpoints").glob("step-*")} == {"step-40", f"step-{best['step']}"}
+
+
+def test_sft_resumes_exactly(tiny_model: Path, tmp_path: Path) -> None:
+    args = [f"model.path={tiny_model}", "stage=sft", "data.path=configs/data/gsm8k_mini.jsonl",
+            "generation.max_completion_length=512", "generation.max_prompt_length=256", "checkpoint.save_steps=2",
+            "learner.lr=1e-3"]  # fmt: skip
+    straight = _train(tmp_path / "straight", *args, "max_steps=4")
+    _train(tmp_path / "split", *args, "max_steps=2")
+    proc, left = run_cli(
+        "train", "configs/smoke.yaml", *COMMON, *args, "max_steps=4", "--resume", str(tmp_path / "split")
+    )
+    assert proc.returncode == 0 and not left, proc.stderr[-3000:]
+    resumed = _metrics(tmp_path / "split")
+    assert [m["prompt_uids"] for m in resumed] == [m["prompt_uids"] for m in straight]
+    assert len({u for m in straight for u in m["prompt_uids"]}) == 16  # GSM8K pairs, none repeated
+    assert [m["nll"] for m in resumed] == pytest.approx([m["nll"] for m in straight], rel=1e-4)
