@@ -1,11 +1,11 @@
-# The two set-up commands of README.md: `make train` (main job) and `make test` (test suite).
+# The two set-up commands of README.md: `make demo` (main job) and `make test` (test suite).
 # Each installs what it needs into .venv the first time (about 6-8 minutes), then reuses it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.openrs-installed
 
-.PHONY: install train test lint
+.PHONY: install demo train test lint
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
 	touch $(STAMP)
+
+demo: $(STAMP)
+	@# From nothing: tiny model + synthetic arithmetic, SFT, then GRPO; held-out accuracy before/after RL.
+	$(VENV)/bin/openrs-ray pipeline configs/demo.yaml $(ARGS)
 
 train: $(STAMP)
 	$(VENV)/bin/openrs-ray make-tiny-model runs/tiny-model
