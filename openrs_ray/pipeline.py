@@ -23,7 +23,15 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from openrs_ray.config import ConfigError, RunConfig, _describe, apply_overrides, check_paths, parse_config
+from openrs_ray.config import (
+    ConfigError,
+    RunConfig,
+    _describe,
+    apply_overrides,
+    check_paths,
+    parse_config,
+    read_yaml,
+)
 from openrs_ray.config.sections import _Section
 from openrs_ray.prepare import PrepareConfig, prepare
 
@@ -66,25 +74,13 @@ def final_model(stage_dir: Path, cfg: RunConfig) -> Path:
     return stage_dir / "checkpoints" / f"step-{cfg.max_steps}" / "policy"
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
-    return tree
-
-
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, list[RunConfig]]:
     """The pipeline and every stage's resolved RunConfig (output_dir and chained model.path filled in).
 
     Command-line overrides: `output_dir=...`, `<stage>.<key>=value` for one stage, `all.<key>=value` for all.
     """
     path = Path(path)
-    tree = _read_yaml(path)
+    tree = read_yaml(path)
     top = [o for o in overrides or [] if o.startswith(("output_dir=", "prepare."))]
     try:
         pipe = PipelineConfig.model_validate(apply_overrides(tree, top))
@@ -99,7 +95,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             )
     configs: list[RunConfig] = []
     for spec in pipe.stages:
-        stage_tree = _merge(pipe.defaults, _read_yaml(path.parent / spec.config) if spec.config else {})
+        stage_tree = _merge(pipe.defaults, read_yaml(path.parent / spec.config) if spec.config else {})
         stage_tree = _merge(stage_tree, spec.settings)
         stage_tree = apply_overrides(stage_tree, [f"{k}={_yaml(v)}" for k, v in spec.overrides.items()])
         mine = [o.split(".", 1)[1] for o in overrides or [] if o.split(".", 1)[0] in (spec.name, "all") and "." in o]

@@ -7,6 +7,7 @@ written once under OUTPUT_DIR (tiny-model/, data/) and reused when the pipeline 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field
@@ -47,33 +48,32 @@ class PrepareConfig(_Section):
     """Write synthetic arithmetic splits to OUTPUT_DIR/data (skipped when they exist)."""
 
 
+def _once(what: str, folder: Path, marker: str, build: Callable[[Path], object]) -> str:
+    """Build into `folder` unless `marker` (written last) shows a previous build finished."""
+    if (folder / marker).is_file():
+        return f"{what}: reused {folder}"
+    build(folder)
+    return f"{what}: wrote {folder}"
+
+
+def _tiny_model(spec: TinyModelSpec) -> Callable[[Path], object]:
+    from openrs_ray.models.tiny import make_tiny_model
+
+    return lambda folder: make_tiny_model(folder, **spec.model_dump())
+
+
+def _synthetic(spec: SyntheticDataSpec) -> Callable[[Path], object]:
+    from openrs_ray.data.synthetic import write_splits
+
+    levels = {"sft_levels": spec.levels, "rl_levels": spec.levels, "heldout_levels": spec.levels}
+    return lambda folder: write_splits(folder, spec.seed, spec.n_sft, spec.n_rl, spec.n_heldout, **levels)
+
+
 def prepare(cfg: PrepareConfig, output_dir: str | Path) -> list[str]:
     """Build what is missing; returns a line per thing built or reused."""
     out, done = Path(output_dir), []
     if cfg.tiny_model is not None:
-        folder = out / "tiny-model"
-        if (folder / "config.json").is_file():
-            done.append(f"tiny model: reused {folder}")
-        else:
-            from openrs_ray.models.tiny import make_tiny_model
-
-            t = cfg.tiny_model
-            make_tiny_model(
-                folder, hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
-                num_kv_heads=t.num_kv_heads, seed=t.seed,
-            )  # fmt: skip
-            done.append(f"tiny model: wrote {folder}")
+        done.append(_once("tiny model", out / "tiny-model", "tokenizer_config.json", _tiny_model(cfg.tiny_model)))
     if cfg.synthetic_data is not None:
-        folder = out / "data"
-        if (folder / "heldout.jsonl").is_file():
-            done.append(f"synthetic data: reused {folder}")
-        else:
-            from openrs_ray.data.synthetic import write_splits
-
-            d = cfg.synthetic_data
-            write_splits(
-                folder, d.seed, d.n_sft, d.n_rl, d.n_heldout, sft_levels=d.levels, rl_levels=d.levels,
-                heldout_levels=d.levels,
-            )  # fmt: skip
-            done.append(f"synthetic data: wrote {folder}")
+        done.append(_once("synthetic data", out / "data", "heldout.jsonl", _synthetic(cfg.synthetic_data)))
     return done

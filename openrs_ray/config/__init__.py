@@ -56,6 +56,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
+    "read_yaml",
 ]
 
 
@@ -170,8 +171,8 @@ def parse_config(tree: dict[str, Any]) -> RunConfig:
         raise ConfigError(_describe(err)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted overrides, and validate."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (a run config or a pipeline), or a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -181,7 +182,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
-    return parse_config(apply_overrides(tree, overrides or []))
+    return tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides, and validate."""
+    return parse_config(apply_overrides(read_yaml(path), overrides or []))
 
 
 def _looks_local(ref: str) -> bool:
