@@ -42,6 +42,11 @@ def _score_one(ctx: RewardContext, weights: dict[str, float]) -> Outcome:
         return Outcome("error", detail=f"{type(err).__name__}: {err}"[:500])
 
 
+def _ready() -> bool:
+    """Runs in the child: proves it is up."""
+    return True
+
+
 class SampleScorer:
     """Scores samples one by one in a killable child process, each within `timeout_s`."""
 
@@ -56,6 +61,10 @@ class SampleScorer:
     def _fresh_pool(self) -> Pool:
         if self._pool is None:
             self._pool = self._ctx.Pool(processes=1)
+            # Wait until the child answers before any sample's clock starts: starting the forkserver (it
+            # imports SymPy) or forking a replacement can take seconds on a loaded machine, and that time
+            # must not turn the next sample into a false timeout.
+            self._pool.apply_async(_ready).get(timeout=max(60.0, 10 * self.timeout_s))
         return self._pool
 
     def _kill(self) -> None:
