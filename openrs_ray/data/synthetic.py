@@ -3,19 +3,24 @@
 Every problem is generated in code from a seeded `random.Random`, so a seed fully determines a split. A row is
 `{"question", "answer", "solution", "difficulty"}`:
 
-* `question`: short text, e.g. "What is 47 + 38?";
+* `question`: short text, e.g. "What is 47 + 38?" (24-27 prompt tokens, chat-templated without a system prompt);
 * `answer`: the integer result as text (the gold answer the accuracy reward compares against);
 * `solution`: the whole assistant response an SFT target needs, in the layout the rewards score 1 on:
-  "<think>\\n<one step per line>\\n</think>\\n\\boxed{85}" (`format_reward` wants exactly one "\\n</think>\\n",
+  "<think>\\n47+30=77\\n77+8=85\\n</think>\\n\\boxed{85}" (`format_reward` wants exactly one "\\n</think>\\n",
   `tag_count_reward` also one "<think>\\n", and `accuracy_reward` reads the last \\boxed{});
 * `difficulty`: the level (an int, 1 = easiest), usable by `data.difficulty_shares`.
 
-Levels (each step of a solution is one small operation a tiny model can learn to copy):
+Levels (each step is one small operation written without spaces, "x+y=z", so a solution is 17-39 tokens of
+the tiny model's tokenizer, digits being single tokens); every result is a non-negative integer:
 
-1. a + b with single digits ("3 + 5 = 8");
-2. two-digit a + b or a - b (a >= b), split by the second operand's tens and ones ("47 + 30 = 77", "77 + 8 = 85");
-3. three operands, a two-digit start and two single-digit steps ("23 + 7 - 5": "23 + 7 = 30", "30 - 5 = 25");
-4. a two-digit number times a digit, by tens and ones ("23 * 4": "20 * 4 = 80", "3 * 4 = 12", "80 + 12 = 92").
+1. a two-digit number plus or minus a digit, in one step ("47 - 8": "47-8=39"; 1,620 problems);
+2. two-digit a + b or a - b (a >= b), split by the second operand's tens and ones ("47 + 38": "47+30=77",
+   "77+8=85");
+3. three operands, a two-digit start and two single-digit moves ("23 + 7 - 5": "23+7=30", "30-5=25");
+4. a two-digit number times a digit, by tens and ones ("23 * 4": "20*4=80", "3*4=12", "80+12=92"; 712 problems).
+
+Level 1 is not single-digit a + b on purpose: that space has only 100 problems, so a 200-problem held-out split
+would withhold half of the addition table from training and test facts the model never saw.
 
 `write_splits` writes `sft.jsonl`, `rl.jsonl` and `heldout.jsonl`; no held-out question occurs in either training
 split, so the held-out accuracy measures generalisation to unseen problems of the same task.
@@ -43,7 +48,8 @@ LEVELS: tuple[int, ...] = (1, 2, 3, 4)
 """The difficulty levels `make_problem` knows."""
 
 SYSTEM_PROMPT = "Think in <think> </think>, then give the answer in \\boxed{}."
-"""A short system prompt for this task (short prompts keep the tiny model's steps cheap); None works too."""
+"""An optional short system prompt for this task; the demo can use none (SFT teaches the format, and shorter
+prompts make every step cheaper)."""
 
 _QUESTION_PREFIX = "What is "
 _MAX_DRAWS_PER_ROW = 1000  # unique splits: give up when the level's problem space is exhausted
@@ -55,7 +61,7 @@ def make_solution(steps: Sequence[str], answer: str) -> str:
 
 
 def _chain(start: int, moves: Sequence[tuple[str, int]]) -> tuple[int, list[str]]:
-    """Apply (+/-, operand) moves left to right; return the result and one "x op y = z" step per move."""
+    """Apply (+/-, operand) moves left to right; return the result and one "x+y=z" step per move."""
     value, steps = start, []
     for op, operand in moves:
         new = value + operand if op == "+" else value - operand
@@ -150,7 +156,7 @@ def make_split(
         levels: level of row i is `levels[i % len(levels)]`.
         exclude: questions never to emit (e.g. the held-out ones).
         unique: no question twice in the split (the held-out split); otherwise repeats are allowed, which
-            the small level-1 space (100 problems) needs for large training splits.
+            a training split larger than a level's problem space needs.
 
     Raises:
         ValueError: no levels, an unknown level, or a level whose problems (minus `exclude`) run out.
