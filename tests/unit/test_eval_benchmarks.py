@@ -18,7 +18,6 @@ from openrs_ray.rewards.math_answer import parse_gold
 from tests.conftest import REPO
 
 SHARED = REPO.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "math500.json").is_file(), reason=f"no local benchmarks in {SHARED}")
 
 
 def test_names_resolve_case_and_punctuation_free() -> None:
@@ -40,7 +39,6 @@ def test_unknown_benchmark_is_a_config_error_naming_it() -> None:
         parse_config({"model": {"path": "m"}, "eval": {"benchmarks": ["math500", "aime25"]}})
 
 
-@needs_shared
 @pytest.mark.parametrize(
     ("name", "rows", "file", "first_answer"),
     [
