@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from openrs_ray.rewards import language, math_answer, shaping
 
@@ -24,6 +25,9 @@ class RewardContext:
     length: int  # completion length for the cosine reward, in tokens or characters (rewards.cosine_length_unit)
     max_len: int  # length at which the cosine reward reaches its end value
     prompt: str = ""  # the prompt text, for the language-consistency reward
+    mode: math_answer.AccuracyMode = "lenient"  # rewards.accuracy_mode
+    unparsable_gold: Literal["drop", "reward_one"] = "drop"  # rewards.unparsable_gold
+    clamp: bool = True  # rewards.cosine_clamp
 
     @functools.cached_property
     def accuracy(self) -> float:
@@ -35,12 +39,28 @@ class RewardContext:
         attribute is looked up at call time so tests can count calls. UnparsableGold is not cached
         and propagates to the caller.
         """
-        return math_answer.accuracy_reward(self.completion, self.gold)
+        return math_answer.accuracy_reward(self.completion, self.gold, mode=self.mode)
+
+    @functools.cached_property
+    def cosine_correct(self) -> bool:
+        """Correctness inside the cosine reward: accuracy, or (open_rs) Open-RS's cosine variant of it."""
+        if self.mode == "open_rs":
+            return math_answer.open_rs_cosine_correct(self.completion, self.gold)
+        return self.accuracy == 1.0
+
+    def or_reward_one(self, reward: Callable[[], float]) -> float:
+        """`reward()`, or 1.0 for an unparsable gold when rewards.unparsable_gold=reward_one ([code] Open-RS)."""
+        try:
+            return reward()
+        except math_answer.UnparsableGold:
+            if self.unparsable_gold == "reward_one":
+                return 1.0
+            raise
 
 
 def _accuracy(ctx: RewardContext) -> float:
     """Registry entry: 1.0 if the final answer matches the gold, else 0.0."""
-    return ctx.accuracy
+    return ctx.or_reward_one(lambda: ctx.accuracy)
 
 
 def _format(ctx: RewardContext) -> float:
@@ -55,7 +75,9 @@ def _tag_count(ctx: RewardContext) -> float:
 
 def _cosine(ctx: RewardContext) -> float:
     """Registry entry: correctness scaled by completion length."""
-    return shaping.cosine_reward(ctx.accuracy == 1.0, ctx.length, ctx.max_len)
+    return ctx.or_reward_one(
+        lambda: shaping.cosine_reward(ctx.cosine_correct, ctx.length, ctx.max_len, clamp=ctx.clamp)
+    )
 
 
 def _language(ctx: RewardContext) -> float:

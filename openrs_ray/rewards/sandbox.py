@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing.pool import Pool
 from typing import Literal
 
-from openrs_ray.rewards.math_answer import UnparsableGold
+from openrs_ray.rewards.math_answer import UnparsableGold, use_signal_free_path
 from openrs_ray.rewards.registry import RewardContext, score_sample
 
 Status = Literal["ok", "timeout", "error", "unparsable"]
@@ -60,7 +60,9 @@ class SampleScorer:
 
     def _fresh_pool(self) -> Pool:
         if self._pool is None:
-            self._pool = self._ctx.Pool(processes=1)
+            # The child runs samples in its main thread, where math-verify would arm SIGALRM timeouts; the
+            # pool's own deadline is the bound here, so the child takes the signal-free path.
+            self._pool = self._ctx.Pool(processes=1, initializer=use_signal_free_path)
             # Wait until the child answers before any sample's clock starts: starting the forkserver (it
             # imports SymPy) or forking a replacement can take seconds on a loaded machine, and that time
             # must not turn the next sample into a false timeout.

@@ -45,10 +45,13 @@ def cosine_reward(
     max_value_wrong: float = -0.5,
     min_value_correct: float = 0.5,
     max_value_correct: float = 1.0,
+    clamp: bool = True,
 ) -> float:
     """Length-scaled correctness reward (Open-RS / "Demystifying Long CoT" cosine schedule).
 
-    r = lo + 0.5 * (hi - lo) * (1 + cos(pi * L / max_len)), with L clamped to [0, max_len].
+    r = lo + 0.5 * (hi - lo) * (1 + cos(pi * L / max_len)), with L clamped to [0, max_len] when `clamp`.
+    Open-RS did not clamp (`clamp=False`): past max_len the cosine keeps going, with period 2 * max_len,
+    so a correct answer of length 2 * max_len scores max_value_correct again.
     Correct answers get hi=max_value_correct at L=0 falling to lo=min_value_correct at max_len
     (short right answers are preferred); wrong answers get hi=min_value_wrong at L=0 falling to
     lo=max_value_wrong at max_len (long wrong answers are punished hardest). The "wrong" names are
@@ -56,8 +59,8 @@ def cosine_reward(
     """
     if max_len <= 0:
         raise ValueError(f"max_len must be positive, got {max_len}")
-    # Truncated generations can report more tokens than the budget; beyond it the reward is flat.
-    clamped = min(max(length, 0), max_len)
+    # Truncated generations can report more tokens than the budget; beyond it the clamped reward is flat.
+    clamped = min(max(length, 0), max_len) if clamp else length
     if correct:
         lo, hi = min_value_correct, max_value_correct
     else:

@@ -198,9 +198,9 @@ def test_score_sample_calls_accuracy_once(monkeypatch: pytest.MonkeyPatch) -> No
     calls: list[tuple[str, str]] = []
     real = math_answer.accuracy_reward
 
-    def counting(completion: str, gold: str) -> float:
+    def counting(completion: str, gold: str, *, mode: str = "lenient") -> float:
         calls.append((completion, gold))
-        return real(completion, gold)
+        return real(completion, gold, mode=mode)
 
     monkeypatch.setattr(math_answer, "accuracy_reward", counting)
     total, components = score_sample(_ctx("\\boxed{72}", tokens=0), {"accuracy": 1.0, "cosine": 1.0})
