@@ -7,6 +7,7 @@ Every field has a docstring (pydantic turns it into the field description).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ __all__ = [
     "check_paths",
     "dump_config",
     "load_config",
+    "open_rs_batch_warning",
     "parse_config",
     "read_yaml",
 ]
@@ -185,9 +187,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
+def open_rs_batch_warning(cfg: RunConfig) -> str | None:
+    """One line when an Open-RS-mode run (rewards.accuracy_mode=open_rs) with bnpo has micro-batches that are not
+    one group: bnpo normalises per micro-batch, and Open-RS's micro-batch was exactly one group of 6."""
+    lc, n = cfg.learner, cfg.generation.num_generations
+    if cfg.stage != "rl" or cfg.rewards.accuracy_mode != "open_rs" or lc.loss_type != "bnpo":
+        return None
+    if lc.micro_batch_size == n:
+        return None
+    return (
+        f"warning: learner.micro_batch_size={lc.micro_batch_size} != generation.num_generations={n} with "
+        f"loss_type=bnpo: the loss is normalised over other token counts than Open-RS's (one group per micro-batch)"
+    )
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted overrides, and validate."""
-    return parse_config(apply_overrides(read_yaml(path), overrides or []))
+    """Read a YAML config, apply dotted overrides, and validate (warning, one line, on a broken Open-RS batch)."""
+    cfg = parse_config(apply_overrides(read_yaml(path), overrides or []))
+    warning = open_rs_batch_warning(cfg)
+    if warning is not None:
+        logging.getLogger(__name__).warning(warning)
+    return cfg
 
 
 def _looks_local(ref: str) -> bool:

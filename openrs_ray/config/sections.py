@@ -48,7 +48,8 @@ class DataConfig(_Section):
     prompt_key: str | None = None
     """Column holding the problem; None picks the first of question/problem/prompt."""
     answer_key: str | None = None
-    """Column holding the gold answer; None picks the first of answer/solution."""
+    """Column holding the gold answer; None picks the first of answer/solution. A worked solution (`solution`, as
+    Open-RS graded against) is read for its last \\boxed{} answer; GSM8K's for what follows its "####"."""
     response_key: str | None = None
     """SFT / token-level KD: column holding the reference response; None picks the first of
     response/completion/solution/answer (GSM8K's worked solutions end in "#### N", rewritten as \\boxed{N})."""
@@ -68,6 +69,10 @@ class DataConfig(_Section):
     difficulty_shares: dict[str, float] | None = None
     """Target share of prompts per difficulty level, e.g. {"1": 0.5, "5": 0.5} (Open-RS Exp 2 mixed easy
     and hard); levels not named are never drawn. None: every problem once per epoch in seeded order."""
+    long_prompts: Literal["drop", "truncate_left"] = "drop"
+    """Prompts over generation.max_prompt_length tokens: drop them (counted), or, as TRL did, keep them whole for
+    the generator and give the learner only their last max_prompt_length tokens (prompts that leave no room
+    in the engine's context, max_prompt_length + max_completion_length tokens, are still dropped)."""
 
 
 class GenerationConfig(_Section):
@@ -76,11 +81,12 @@ class GenerationConfig(_Section):
     num_generations: int = Field(default=8, ge=2)
     """Completions sampled per prompt (the GRPO group size)."""
     max_prompt_length: int = Field(default=512, ge=1)
-    """Longest prompt in tokens; longer prompts are dropped and counted, never truncated."""
+    """Longest prompt in tokens; longer prompts are dropped and counted, or left-truncated for the learner
+    (data.long_prompts)."""
     max_completion_length: int = Field(default=256, ge=1)
     """Most tokens sampled per completion."""
     temperature: float = Field(default=1.0, gt=0)
-    """Sampling temperature (also divides the learner's logits, as TRL does)."""
+    """Sampling temperature (also divides the learner's logits unless learner.scale_logits_by_temperature is off)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
     """Nucleus sampling threshold."""
     seed: int = 0
@@ -90,7 +96,7 @@ class GenerationConfig(_Section):
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     """Share of GPU memory vLLM may take (GPU only)."""
     enforce_eager: bool = True
-    """Skip CUDA graph capture (faster start, slower decode)."""
+    """Skip CUDA graph capture (faster start, slower decode; CPU: skip the compiled path)."""
     timeout_s: float = Field(default=900.0, gt=0)
     """Longest wait for one engine's batch of rollouts before the step fails with an error."""
     start_timeout_s: float = Field(default=600.0, gt=0)
@@ -119,6 +125,15 @@ class RewardsConfig(_Section):
     """Length at which the cosine reward reaches its end value (None: max_completion_length)."""
     cosine_length_unit: Literal["tokens", "chars"] = "tokens"
     """Measure completion length in tokens, or in characters as Open-RS did."""
+    cosine_clamp: bool = True
+    """Clamp the cosine reward's length at cosine_max_len (flat beyond it); Open-RS did not (the cosine keeps
+    turning past it, period 2 x cosine_max_len)."""
+    accuracy_mode: Literal["lenient", "open_rs"] = "lenient"
+    """Answer extraction for the accuracy and cosine rewards: lenient (boxed first, then the last number or
+    expression anywhere) or open_rs (Open-RS's code: only anchored LaTeX answers, its normalisation)."""
+    unparsable_gold: Literal["drop", "reward_one"] = "drop"
+    """A gold answer that cannot be parsed: drop the group (counted), or score accuracy and cosine 1.0 and
+    train the group on the other rewards, as Open-RS did."""
 
     @model_validator(mode="before")
     @classmethod
@@ -189,7 +204,11 @@ class LearnerConfig(_Section):
     epsilon_high: float | None = Field(default=None, gt=0)
     """Upper clipping range (DAPO's clip-higher); None uses epsilon."""
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "bnpo"
-    """Loss reduction, as TRL names them (bnpo is what Open-RS's TRL version used)."""
+    """Loss reduction, as TRL names them (bnpo is what Open-RS's TRL version used); bnpo normalises by the
+    completion tokens of each micro-batch."""
+    scale_logits_by_temperature: bool = True
+    """Divide the learner's logits by generation.temperature before the logprobs (TRL since March 2025);
+    off: logprobs at temperature 1, as the TRL Open-RS pinned (69ad852e) computed them."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     timeout_s: float = Field(default=1800.0, gt=0)

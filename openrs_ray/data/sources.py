@@ -55,11 +55,18 @@ class PromptSource:
     Without `difficulty_shares` every row is served once per epoch in a seeded order. With them, each
     prompt's difficulty level is chosen by a `QuotaPicker` (shares exact to within one prompt, see
     openrs_ray.data.mixing) and the row comes from that level's own seeded order, an epoch per level.
-    Prompts longer than `max_prompt_length` tokens are dropped and counted, never truncated.
+    Prompts longer than `max_prompt_length` tokens are dropped and counted; with data.long_prompts=truncate_left
+    they are kept whole (the learner left-truncates them, as TRL did) unless they do not fit `context_length`,
+    the generator's context (prompt + completion tokens), with room for one completion token.
     """
 
-    def __init__(self, cfg: DataConfig, tokenizer: Any, max_prompt_length: int) -> None:
+    def __init__(
+        self, cfg: DataConfig, tokenizer: Any, max_prompt_length: int, context_length: int | None = None
+    ) -> None:
         self.cfg, self.tokenizer, self.max_prompt_length = cfg, tokenizer, max_prompt_length
+        self.longest_kept = max_prompt_length
+        if cfg.long_prompts == "truncate_left":
+            self.longest_kept = context_length - 1 if context_length is not None else 1 << 62
         self.rows = load_rows(cfg)
         if not self.rows:
             raise DataError(f"data.path: {cfg.path} has no rows")
@@ -113,7 +120,7 @@ class PromptSource:
         row = self.rows[row_id]
         text = self.render(str(row[self.prompt_key]))
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > self.max_prompt_length:
+        if len(ids) > self.longest_kept:
             self.dropped_too_long += 1
             return None
         return Prompt(uid=f"{self.name}:{row_id}", text=text, token_ids=ids, answer=gold_answer(row[self.answer_key]))

@@ -91,7 +91,9 @@ class DeepSpeedLearner(Learner):
 
     def _logprobs(self, model: Any, mb: _MicroBatch) -> torch.Tensor:
         """[b, C] logprobs from the policy engine or the reference (both CompletionLogprobs modules)."""
-        t = self.cfg.generation.temperature if self.cfg.stage == "rl" else 1.0  # supervised: the model as is
+        # supervised: the model as is; rl: at the sampling temperature, or 1 as the TRL Open-RS pinned did
+        scaled = self.cfg.stage == "rl" and self.cfg.learner.scale_logits_by_temperature
+        t = self.cfg.generation.temperature if scaled else 1.0
         return model(mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), t)
 
     def _prepare(self, batch: TrainBatch) -> list[_MicroBatch]:
@@ -101,7 +103,10 @@ class DeepSpeedLearner(Learner):
         out = []
         for i in range(gas):
             part = batch.select(slice(i * size, (i + 1) * size))
-            ids, attn, pos, cmask = pack_rows(part.prompt_ids, part.completion_ids, self.pad_id)
+            # data.long_prompts=truncate_left: the learner sees a long prompt's last max_prompt_length tokens
+            # ([trl] as TRL did); with drop, no prompt is longer and this changes nothing.
+            keep = self.cfg.generation.max_prompt_length
+            ids, attn, pos, cmask = pack_rows([p[-keep:] for p in part.prompt_ids], part.completion_ids, self.pad_id)
             weights = torch.tensor(part.loss_weights, dtype=cmask.dtype).unsqueeze(1)  # [b, 1]
             dev = self.engine.device  # pack on CPU, compute where the engine lives (cuda on GPU)
             mb = _MicroBatch(
