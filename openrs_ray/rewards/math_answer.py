@@ -75,6 +75,8 @@ _THOUSANDS_NUMBER = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 # An unescaped "$" means the author already delimited the math ("\$18.90" is a dollar sign, not one).
 _MATH_DELIMITER = re.compile(r"(?<!\\)\$")
 _LATEX_DELIMITER = re.compile(r"\\[(\[]")  # \( or \[
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{2,}")
 
 # Bounded so a long run over many datasets cannot grow memory without limit; MATH + GSM8K fit easily.
 _GOLD_CACHE_SIZE = 1 << 16
@@ -122,16 +124,23 @@ def _parse_gold(gold: str, mode: AccuracyMode, timeout: int | None) -> tuple[Any
         # \boxed{} (math-verify scans from the end). The lenient mode reads a boxed solution the same way.
         parsed = parse(gold, extraction_config=_OPEN_RS_GOLD_TARGETS, extraction_mode="first_match",
                        parsing_timeout=timeout)  # fmt: skip
-        if parsed or mode == "lenient" or _MATH_DELIMITER.search(gold) or _LATEX_DELIMITER.search(gold):
+        if parsed or mode == "lenient" or not _is_bare_answer(gold):
             return tuple(parsed) if parsed else None
-        # open_rs, nothing found in a string without any math delimiter: a bare answer ("42", an `answer`
-        # column), which Open-RS never graded against (it used `solution`); read it as "$42$" would be.
+        # open_rs, nothing found in a bare answer ("42", "x = 5": an `answer` column, which Open-RS never graded
+        # against; it used `solution`): read it as "$42$" would be. Prose without math stays unparsable, as there.
         parsed = parse(f"${gold.strip()}$", extraction_config=_OPEN_RS_GOLD_TARGETS, extraction_mode="first_match",
                        parsing_timeout=timeout) if gold.strip() else []  # fmt: skip
     else:
         text = _normalise_gold(gold)
         parsed = parse(text, extraction_config=_GOLD_TARGETS, parsing_timeout=timeout) if text else []
     return tuple(parsed) if parsed else None
+
+
+def _is_bare_answer(gold: str) -> bool:
+    """No math delimiter and no word outside LaTeX commands: "42", "x = 5", "\\frac{1}{2}", not "See the figure."."""
+    if _MATH_DELIMITER.search(gold) or _LATEX_DELIMITER.search(gold):
+        return False
+    return _WORD.search(_LATEX_COMMAND.sub("", gold)) is None
 
 
 def parse_gold(gold: str, mode: AccuracyMode = "lenient") -> tuple[Any, ...] | None:
