@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -19,6 +20,7 @@ from openrs_ray.rewards import (
     tag_count_reward,
     validate_reward_names,
 )
+from openrs_ray.rewards.sandbox import SampleScorer
 
 GSM8K_GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 72 clips.\n#### 72"
 
@@ -238,3 +240,62 @@ def test_reward_context_stays_frozen_and_comparable() -> None:
     assert ctx == _ctx("\\boxed{72}")
     with pytest.raises(AttributeError):
         ctx.completion = "x"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ Open-RS switches (rewards.* and direct calls)
+
+
+def test_cosine_unclamped_keeps_turning_past_max_len() -> None:
+    """Open-RS: cos(pi * L / max_len) with no clamp, period 2 * max_len (characters, max_len 3584)."""
+    assert cosine_reward(True, 7168, 3584, clamp=False) == 1.0  # cos(2 pi) = 1
+    # cos(pi * 5000 / 3584) = cos(4.38284) = -cos(1.24125) = -0.32365: 0.5 + 0.25 * 0.67635 = 0.66909
+    assert cosine_reward(True, 5000, 3584, clamp=False) == pytest.approx(0.66909, abs=1e-5)
+    assert cosine_reward(True, 5000, 3584) == 0.5  # clamped: the end value
+    assert cosine_reward(False, 5376, 3584, clamp=False) == pytest.approx(-0.25)  # cos(3 pi / 2) = 0
+
+
+def test_open_rs_accuracy_mode_reads_only_anchored_answers() -> None:
+    assert accuracy_reward("so the answer is 42.", "42", mode="open_rs") == 0.0
+    assert accuracy_reward("so the answer is 42. \\boxed{42}", "42", mode="open_rs") == 1.0
+    assert accuracy_reward("so the answer is 42.", "42") == 1.0  # lenient reads the unanchored number
+    # The `solution` column: its last \boxed{} is the gold, in both modes.
+    solution = "Since $6 \\cdot 7 = 42$, we get $\\boxed{42}$."
+    assert accuracy_reward("\\boxed{42}", solution, mode="open_rs") == accuracy_reward("\\boxed{42}", solution) == 1.0
+    with pytest.raises(UnparsableGold):  # prose with no math: Open-RS's gold_parsed == []
+        accuracy_reward("\\boxed{42}", "See the figure.", mode="open_rs")
+
+
+def test_unparsable_gold_policies() -> None:
+    """drop (default): the caller drops the group; reward_one: accuracy and cosine 1.0, format still scored."""
+    weights = {"accuracy": 1.0, "cosine": 2.0, "format": 1.0}
+    with pytest.raises(UnparsableGold):
+        score_sample(RewardContext("\\boxed{1}", "", 5, 100), weights)
+    ctx = RewardContext("x\n</think>\n\\boxed{1}", "", 5000, 100, mode="open_rs", unparsable_gold="reward_one")
+    assert score_sample(ctx, weights) == (4.0, {"accuracy": 1.0, "cosine": 1.0, "format": 1.0})
+
+
+TOWER = r"\boxed{10^{10^{10^{10^{10}}}}}"
+
+
+@pytest.mark.parametrize("mode", ["lenient", "open_rs"])
+def test_direct_call_in_main_thread_is_bounded(mode: str) -> None:
+    """Outside the verifier pool, math-verify's own 5 s timeouts bound a main-thread call: 0.0 within seconds."""
+    assert threading.current_thread() is threading.main_thread()
+    assert math_answer._timeout() == math_answer.MATH_VERIFY_TIMEOUT_S
+    t0 = time.monotonic()
+    assert accuracy_reward(TOWER, "1", mode=mode) == 0.0
+    assert time.monotonic() - t0 < 4 * math_answer.MATH_VERIFY_TIMEOUT_S  # parse + verify, each at most 5 s
+
+
+def test_signal_free_off_the_main_thread_and_in_the_verifier_child() -> None:
+    """Threads and the pool's child process never arm SIGALRM (the pool's hard timeout bounds the child)."""
+    seen: list[int | None] = []
+    thread = threading.Thread(target=lambda: seen.append(math_answer._timeout()))
+    thread.start()
+    thread.join(timeout=10)
+    scorer = SampleScorer({"accuracy": 1.0}, 10.0)
+    try:
+        child = scorer._fresh_pool().apply_async(math_answer._timeout).get(timeout=120)
+    finally:
+        scorer.close()
+    assert seen == [None] and child is None
