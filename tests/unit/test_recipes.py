@@ -21,11 +21,13 @@ from tests.conftest import REPO
 CONFIGS = REPO / "configs"
 ALL_YAML = sorted(CONFIGS.glob("*.yaml"))
 OPEN_RS = {n: CONFIGS / f"open-rs{n}.yaml" for n in (1, 2, 3)}
-SRLM_RUNS = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft", "kd", "rl")}
+SRLM_RUNS = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft", "kd", "kd-token", "rl")}
 SRLM_PIPELINES = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft-rl", "kd-rl")}
 EVAL = CONFIGS / "eval-open-rs.yaml"
+EVAL_SRLM = CONFIGS / "eval-srlm-gsm8k.yaml"
 # The recipes (every field commented with its source); smoke.yaml is a test fixture, not a recipe.
-RECIPES = [*OPEN_RS.values(), *SRLM_RUNS.values(), *SRLM_PIPELINES.values(), EVAL]
+RECIPES = [*OPEN_RS.values(), CONFIGS / "open-rs3-tokens.yaml", *SRLM_RUNS.values(), *SRLM_PIPELINES.values(), EVAL,
+           EVAL_SRLM]  # fmt: skip
 ENGLISH_ONLY = " Note that respond by English, NOT use other languages."
 GSM8K_TRAIN_ROWS = 7473
 
@@ -77,7 +79,7 @@ def test_recipes_pass_the_pre_launch_path_check(path: Path) -> None:
     """Hub model and dataset ids, not local paths: `train` would get past check_paths on any machine."""
     cfg = load_pipeline(path)[1][0] if _is_pipeline(path) else load_config(path)
     check_paths(cfg, need_data=cfg.data is not None)
-    if path != EVAL:
+    if path not in (EVAL, EVAL_SRLM):
         assert cfg.data is not None, "a training recipe names its data"
 
 
@@ -267,31 +269,36 @@ def test_open_rs1_fits_the_rayjob_cluster() -> None:
 
 
 def test_srlm_runs() -> None:
-    sft, kd, rl = (load_config(SRLM_RUNS[arm]) for arm in ("sft", "kd", "rl"))
-    assert (sft.stage, kd.stage, rl.stage) == ("sft", "kd_token", "rl")
-    for cfg in (sft, kd, rl):
+    sft, kd, kd_token, rl = (load_config(SRLM_RUNS[arm]) for arm in ("sft", "kd", "kd-token", "rl"))
+    assert (sft.stage, kd.stage, kd_token.stage, rl.stage) == ("sft", "sft", "kd_token", "rl")
+    for cfg in (sft, kd, kd_token, rl):
         assert cfg.model.path == "Qwen/Qwen2.5-0.5B-Instruct"
-        assert cfg.data is not None
-        assert (cfg.data.path, cfg.data.subset, cfg.data.split) == ("openai/gsm8k", "main", "train")
-        assert cfg.data.prompt_key == "question" and cfg.data.answer_key == "answer"
+        assert cfg.data is not None and cfg.data.split == "train"
         assert cfg.data.system_prompt is not None and "\\boxed{}" in cfg.data.system_prompt
         assert cfg.cluster.use_gpu
+    for cfg in (sft, kd_token, rl):
+        assert cfg.data is not None and (cfg.data.path, cfg.data.subset) == ("openai/gsm8k", "main")
+        assert cfg.data.prompt_key == "question" and cfg.data.answer_key == "answer"
+    # [srlm] KD = SFT on CAMEL-generated teacher traces for GSM8K (the hub set, or a local file with its columns).
+    assert kd.data is not None and kd.data.path == "camel-ai/gsm8k_distilled"
+    assert (kd.data.prompt_key, kd.data.response_key) == ("problem", "reasoning_solution")
     # [srlm] full SFT: lr 4e-5, 4 epochs over GSM8K train, max sequence length 8192.
-    for cfg in (sft, kd):
-        assert cfg.data is not None and cfg.data.response_key == "answer"
+    for cfg in (sft, kd, kd_token):
+        assert cfg.data is not None and cfg.data.response_key in ("answer", "reasoning_solution")
         assert cfg.learner.lr == 4e-5
         pairs = cfg.max_steps * cfg.prompts_per_step
         assert 4 * GSM8K_TRAIN_ROWS <= pairs < 4 * GSM8K_TRAIN_ROWS + cfg.prompts_per_step
         assert cfg.generation.max_prompt_length + cfg.generation.max_completion_length == 8192
     # Token-level KD: a Qwen2.5 teacher (same tokenizer and vocabulary as the student), larger than it.
-    assert kd.kd.teacher is not None and kd.kd.teacher.path == "Qwen/Qwen2.5-1.5B-Instruct"
-    assert (kd.kd.loss, kd.kd.teacher_source) == ("forward_kl", "vllm")
+    assert kd_token.kd.teacher is not None and kd_token.kd.teacher.path == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert (kd_token.kd.loss, kd_token.kd.teacher_source) == ("forward_kl", "vllm")
+    assert SRLM_RUNS["kd-token"].read_text().startswith("# [ours]")
     # RL: correctness reward only, one pass over GSM8K train.
     assert _rewards(rl) == [("accuracy", 1.0)]
     assert GSM8K_TRAIN_ROWS - rl.prompts_per_step < rl.max_steps * rl.prompts_per_step <= GSM8K_TRAIN_ROWS
 
 
-@pytest.mark.parametrize(("arm", "first"), [("sft-rl", "sft"), ("kd-rl", "kd_token")])
+@pytest.mark.parametrize(("arm", "first"), [("sft-rl", "sft"), ("kd-rl", "sft")])
 def test_srlm_pipelines(arm: str, first: str) -> None:
     pipe, (one, two) = load_pipeline(SRLM_PIPELINES[arm])
     assert pipe.output_dir == f"runs/srlm-0.5b-{arm}"
@@ -319,3 +326,23 @@ def test_eval_config_is_open_rs_evaluation() -> None:
     assert gen.max_prompt_length + gen.max_completion_length == 32768
     assert ev.max_new_tokens <= gen.max_completion_length
     assert cfg.model.path == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+
+
+@pytest.mark.parametrize("arm", ["sft-rl", "kd-rl"])
+def test_srlm_base_model_arm_is_one_override(arm: str) -> None:
+    """The study's second base: only the first stage's model changes; RL starts from that stage's checkpoint."""
+    name = arm.split("-")[0]
+    _, (one, two) = load_pipeline(SRLM_PIPELINES[arm], [f"{name}.model.path=Qwen/Qwen2.5-0.5B"])
+    assert one.model.path == "Qwen/Qwen2.5-0.5B"
+    assert two.model.path == str(final_model(Path(one.output_dir), one))
+    assert f"{name}.model.path=Qwen/Qwen2.5-0.5B" in SRLM_PIPELINES[arm].read_text()  # documented in the file
+
+
+def test_eval_srlm_gsm8k_uses_the_training_prompt_and_sampling() -> None:
+    ev, rl = load_config(EVAL_SRLM), load_config(SRLM_RUNS["rl"])
+    assert ev.eval.benchmarks == ["gsm8k"] and ev.model.path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert rl.data is not None and ev.eval.system_prompt == rl.data.system_prompt
+    assert ev.eval.prompt_template == "{problem}"
+    assert (ev.eval.temperature, ev.eval.top_p) == (rl.generation.temperature, rl.generation.top_p)
+    assert ev.eval.num_samples > 1 and ev.eval.ks == [ev.eval.num_samples]  # avg@k next to pass@1
+    assert ev.eval.max_new_tokens <= ev.generation.max_completion_length
