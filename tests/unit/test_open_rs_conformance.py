@@ -25,6 +25,7 @@ handles "x = 40 + 2 = 42" in the parser instead of the normaliser); each row's r
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -205,3 +206,15 @@ def test_open_rs3_tokens_is_ours_and_differs_only_in_the_cosine() -> None:
     changed["rewards"].update(cosine_length_unit="chars", cosine_clamp=False)
     assert changed == paper
     assert (REPO / "configs/open-rs3-tokens.yaml").read_text().startswith("# [ours]")
+
+
+def test_one_line_warning_when_an_override_breaks_the_bnpo_unit(caplog: pytest.LogCaptureFixture) -> None:
+    recipe = REPO / "configs/open-rs3.yaml"
+    with caplog.at_level(logging.WARNING):
+        load_config(recipe)
+        load_config(REPO / "configs/srlm-0.5b-rl.yaml")  # lenient mode: not an Open-RS run, no warning
+        assert caplog.records == []
+        load_config(recipe, ["learner.micro_batch_size=12"])
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage()
+    assert "learner.micro_batch_size=12 != generation.num_generations=6" in record.getMessage()
