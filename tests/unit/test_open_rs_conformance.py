@@ -25,12 +25,14 @@ handles "x = 40 + 2 = 42" in the parser instead of the normaliser); each row's r
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
 import pytest
 
 from openrs_ray.config import load_config
+from openrs_ray.rewards import accuracy_reward, parse_gold
 from openrs_ray.rewards.registry import RewardContext, score_sample
 from tests.conftest import REPO
 
@@ -218,3 +220,23 @@ def test_one_line_warning_when_an_override_breaks_the_bnpo_unit(caplog: pytest.L
     (record,) = caplog.records
     assert "\n" not in record.getMessage()
     assert "learner.micro_batch_size=12 != generation.num_generations=6" in record.getMessage()
+
+
+def test_solution_and_answer_columns_give_the_same_gold_on_real_data() -> None:
+    """AIME24 (the benchmark copy here with both columns): Open-RS's parse of `solution` equals our parse of
+    `answer` wherever the solution boxes its answer (25 of 30). The other 5 AoPS solutions box nothing (one
+    uses \\framebox), so Open-RS's parse reads their last LaTeX or nothing: only boxed solutions make good gold.
+    """
+    from math_verify import verify
+
+    from tests.unit.test_rewards_real_data import DATA  # the one place that knows where the benchmark copies are
+
+    rows = json.loads((DATA / "aime24.json").read_text())
+    boxed = [r for r in rows if "\\boxed" in r["solution"]]
+    assert (len(rows), len(boxed)) == (30, 25)
+    for r in boxed:
+        ours, theirs = parse_gold(r["answer"]), parse_gold(r["solution"], "open_rs")
+        assert theirs is not None and verify(list(ours), list(theirs)), r["answer"]
+        # and a completion boxing the answer scores 1.0 against either column, in open_rs mode
+        assert accuracy_reward(f"\\boxed{{{r['answer']}}}", r["solution"], mode="open_rs") == 1.0
+        assert accuracy_reward(f"\\boxed{{{r['answer']}}}", r["answer"], mode="open_rs") == 1.0
