@@ -148,8 +148,9 @@ def parse_gold(gold: str, mode: AccuracyMode = "lenient") -> tuple[Any, ...] | N
 
     lenient: LaTeX ("\\frac{1}{2}"), plain numbers ("72", "1,000"), GSM8K solutions ending in "#### 18", and
     worked solutions with a \\boxed{} answer. open_rs: Open-RS's parse of the raw text (LaTeX only, first
-    match), under which a bare "42" without $...$ is unparsable. Returns a tuple (immutable, so the cached
-    value cannot be corrupted by a caller) of SymPy objects plus math-verify's string fallback, or None.
+    match); a bare answer it finds nothing in ("42") is read as "$42$", prose without math stays None. Returns
+    a tuple (immutable, so the cached value cannot be corrupted by a caller) of SymPy objects plus
+    math-verify's string fallback, or None.
     """
     return _parse_gold(gold, mode, _timeout())
 
