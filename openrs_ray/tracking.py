@@ -23,7 +23,8 @@ PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, Number) and not isinstance(v, complex)}
+    """The numbers of a metrics line, less `step` (every tracker's x axis)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, Number) and k != "step"}
 
 
 class TensorBoardTracker:
