@@ -22,9 +22,20 @@ from openrs_ray.config import ConfigError, RunConfig
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested values (e.g. staleness_hist: {"0": 256}) as their own keys (staleness_hist/0)."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics line, less `step` (every tracker's x axis)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, Number) and k != "step"}
+    """The numbers of a metrics line (nested ones flattened), less `step` (every tracker's x axis)."""
+    return {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, Number) and k != "step"}
 
 
 class TensorBoardTracker:
@@ -64,7 +75,7 @@ class WandbTracker:
         )
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        self.run.log({k: v for k, v in metrics.items() if k != "step"}, step=step)
+        self.run.log({k: v for k, v in flatten(metrics).items() if k != "step"}, step=step)
 
     def close(self) -> None:
         self.run.finish()

@@ -25,7 +25,7 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 STEPS = [
     {"step": 1, "stage": "rl", "reward_mean": 0.25, "reward/accuracy": 0.0, "completion_tokens": 96},
     {"step": 2, "stage": "rl", "reward_mean": 0.5, "reward/accuracy": 0.125, "completion_tokens": 80,
-     "eval/math500/avg@8": 0.375},
+     "eval/math500/avg@8": 0.375, "staleness_hist": {"0": 6, "1": 2}},
 ]  # fmt: skip
 
 
@@ -44,7 +44,7 @@ def _run(tmp_path: Path, report_to: list[str]) -> RunFolder:
 def _scalars() -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for m in STEPS:
-        for k, v in m.items():
+        for k, v in tracking.flatten(m).items():
             if k not in ("step", "stage"):
                 out.setdefault(k, {})[m["step"]] = float(v)
     return out
