@@ -131,4 +131,13 @@ def open_trackers(cfg: RunConfig, run_dir: Path) -> list[Any]:
             f"{' '.join(PACKAGES[n] for n in missing)})"
         )
     name = cfg.metrics.run_name or Path(cfg.output_dir).name
-    return [TRACKERS[n](cfg, run_dir, name) for n in dict.fromkeys(cfg.metrics.report_to)]
+    opened: list[Any] = []
+    for n in dict.fromkeys(cfg.metrics.report_to):
+        try:
+            opened.append(TRACKERS[n](cfg, run_dir, name))
+        except Exception as err:  # e.g. W&B online without a login: one line, the others closed again
+            for tracker in opened:
+                tracker.close()
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(f"metrics.report_to: {n} could not start: {reason}") from None
+    return opened

@@ -129,6 +129,10 @@ def test_no_tracker_by_default_and_missing_package_is_one_line(tmp_path: Path, m
     monkeypatch.setitem(tracking.PACKAGES, "wandb", "no_such_tracker_module")
     with pytest.raises(ConfigError, match=r"^metrics.report_to: wandb not installed \(pip install '.\[track\]'"):
         _run(tmp_path / "b", ["tensorboard", "wandb"])
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unknown-scheme://nowhere")  # a store MLflow cannot open
+    with pytest.raises(ConfigError, match=r"^metrics.report_to: mlflow could not start: [^\n]+$"):
+        _run(tmp_path / "c", ["tensorboard", "mlflow"])
     with pytest.raises(ConfigError, match="metrics.report_to.0: Input should be 'tensorboard', 'wandb' or 'mlflow'"):
         load_config(SMOKE, ["metrics.report_to=[neptune]"])
 
