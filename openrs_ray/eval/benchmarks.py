@@ -147,7 +147,7 @@ def hub_problem(hub_id: str) -> str | None:
         return None  # it exists: load_dataset says whether this login may read it
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return reason[:200]
+        return f"{reason[:200]} (a copy in the datasets cache is read with HF_HUB_OFFLINE=1)"
     return None
 
 
