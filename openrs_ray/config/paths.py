@@ -132,34 +132,40 @@ def check_paths(cfg: RunConfig, *, need_data: bool = True, skip_under: str | Non
         check_data_file(data)
 
 
-def hub_model_problem(ref: str, timeout_s: float = HUB_TIMEOUT_S) -> str | None:
-    """Why a hub model id cannot be used from here (None: it is in the local cache or on the hub)."""
+def hub_problem(ref: str, repo_type: str = "model", timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """Why a hub model or dataset id cannot be used from here (None: cached, or on the hub).
+
+    One metadata request with a short timeout: the loaders themselves retry an unreachable hub for 25-55 s."""
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+    if repo_type == "model" and isinstance(try_to_load_from_cache(ref, "config.json"), str):
         return None
-    if constants.HF_HUB_OFFLINE:
-        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    if constants.HF_HUB_OFFLINE:  # datasets finds its own cache then; a model not in the cache cannot load
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" if repo_type == "model" else None
     try:
-        HfApi().model_info(ref, timeout=timeout_s)
+        HfApi().repo_info(ref, repo_type=repo_type, timeout=timeout_s)
     except GatedRepoError:
         return None  # it exists; the loader says whether this login may read it
     except RepositoryNotFoundError:
-        return "no such model on the Hugging Face hub (or it is private)"
+        return f"no such {repo_type} on the Hugging Face hub (or it is private)"
     except Exception as err:  # DNS, refused connection, timeout, proxy: the hub is out of reach
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"not in the local Hugging Face cache, and the hub cannot be reached ({reason[:160]})"
+        return f"the hub cannot be reached ({reason[:160]}; a cached copy is read with HF_HUB_OFFLINE=1)"
     return None
 
 
 def check_hub(cfg: RunConfig, *, skip_under: str | None = None) -> None:
-    """The hub model ids of the config (model, kd teacher) are reachable or cached: one line in seconds if not."""
+    """The hub ids of the config (model, kd teacher, data) are cached or reachable: one line in seconds if not."""
     refs = [("model.path", cfg.model.path)] + ([("kd.teacher.path", cfg.kd.teacher.path)] if cfg.kd.teacher else [])
     for key, ref in refs:
         local = Path(ref).expanduser()
         if local.exists() or (skip_under and local.resolve().is_relative_to(Path(skip_under).resolve())):
             continue
-        problem = hub_model_problem(ref)
+        problem = hub_problem(ref)
         if problem is not None:
             raise ConfigError(f"{key}: {ref} is not a local folder, and as a hub model id: {problem}")
+    if cfg.data is not None and local_format(cfg.data.path) is None and not Path(cfg.data.path).exists():
+        problem = hub_problem(cfg.data.path, "dataset")
+        if problem is not None:
+            raise ConfigError(f"data.path: {cfg.data.path} is not a local file, and as a hub dataset: {problem}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openrs_ray.config import ConfigError, DataConfig
-from openrs_ray.config.paths import COMPRESSIONS, HUB_TIMEOUT_S, LOCAL_FORMATS, local_format
+from openrs_ray.config.paths import COMPRESSIONS, LOCAL_FORMATS, hub_problem, local_format
 from openrs_ray.data.sources import ANSWER_KEYS, PROMPT_KEYS, DataError, gold_answer, load_rows
 
 if TYPE_CHECKING:
@@ -131,31 +131,11 @@ def find_local(name: str, data_dir: str | Path | None = None) -> Path | None:
     return None
 
 
-def hub_problem(hub_id: str) -> str | None:
-    """Why the hub cannot serve a dataset now (None: reachable, or offline mode, where datasets reads its cache).
-
-    datasets retries an unreachable hub for about 25 s before failing; one metadata request with a short
-    timeout answers in well under a second."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError
-
-    if constants.HF_HUB_OFFLINE:
-        return None
-    try:
-        HfApi().dataset_info(hub_id, timeout=HUB_TIMEOUT_S)
-    except GatedRepoError:
-        return None  # it exists: load_dataset says whether this login may read it
-    except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"{reason[:200]} (a copy in the datasets cache is read with HF_HUB_OFFLINE=1)"
-    return None
-
-
 def _hub_rows(name: str, spec: BenchmarkSpec, max_problems: int | None, data_dir: str | Path | None) -> list[dict]:
     from datasets import load_dataset
 
     looked = f"no local copy ({'/'.join(local_names(name)[:2])}, ...) in {', '.join(map(str, search_dirs(data_dir)))}"
-    problem = hub_problem(spec.hub_id)
+    problem = hub_problem(spec.hub_id, "dataset")
     if problem is None:
         try:
             ds = load_dataset(spec.hub_id, spec.config, split=spec.split)

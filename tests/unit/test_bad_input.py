@@ -50,12 +50,21 @@ def test_tiny_model_not_built_yet(capsys, tmp_path: Path, monkeypatch: pytest.Mo
     assert not (tmp_path / "runs").exists()  # nothing was started or written
 
 
-def test_unreachable_hub_id(capsys, unreachable_hub) -> None:
+def test_unreachable_hub_id(capsys, unreachable_hub, tiny_model: Path) -> None:
     rc, err = _train(capsys, "model.path=someone/no-such-model")
     assert rc == 2
     assert err.startswith(
         "openrs-ray: error: model.path: someone/no-such-model is not a local folder, and as a hub model id: "
-        "not in the local Hugging Face cache, and the hub cannot be reached ("
+        "the hub cannot be reached ("
+    )
+    rc, err = _train(capsys, f"model.path={tiny_model}", "data.path=someone/no-such-dataset")
+    assert (
+        rc == 2
+        and err.startswith(
+            "openrs-ray: error: data.path: someone/no-such-dataset is not a local file, and as a hub dataset: the hub "
+            "cannot be reached ("
+        )
+        and err.endswith("a cached copy is read with HF_HUB_OFFLINE=1)\n")
     )
 
 

@@ -119,7 +119,7 @@ def test_hub_layouts_without_network(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setattr(bm, "SHIPPED_DATA", tmp_path)  # no shipped copy either: every benchmark goes to the hub
-    monkeypatch.setattr(bm, "hub_problem", lambda hub_id: None)  # the hub answers
+    monkeypatch.setattr(bm, "hub_problem", lambda hub_id, repo_type: None)  # the hub answers
     for name, spec in BENCHMARKS.items():
         bench = load_benchmark(name, tmp_path, max_problems=2)  # empty data_dir: no local copy
         assert (
@@ -154,7 +154,7 @@ def test_offline_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("Couldn't reach 'knoveleng/AMC-23' on the Hub (LocalEntryNotFoundError)\nmore")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    monkeypatch.setattr(bm, "hub_problem", lambda hub_id: None)  # HF_HUB_OFFLINE: datasets reads its cache
+    monkeypatch.setattr(bm, "hub_problem", lambda hub_id, repo_type: None)  # HF_HUB_OFFLINE: datasets reads its cache
     with pytest.raises(DataError) as err:
         load_benchmark("amc23")
     assert "\n" not in str(err.value) and str(err.value).endswith(
