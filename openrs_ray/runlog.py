@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,13 @@ class RunFolder:
         """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing); send it on."""
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
-        for tracker in self.trackers:
-            tracker.log(int(metrics.get("step", 0)), metrics)
+        for tracker in list(self.trackers):
+            try:
+                tracker.log(int(metrics.get("step", 0)), metrics)
+            except Exception as err:  # a tracker is a copy: metrics.jsonl has it all, so the run goes on
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                print(f"openrs-ray: warning: {type(tracker).__name__} stopped logging: {reason}", file=sys.stderr)
+                self.trackers.remove(tracker)
 
     def close(self) -> None:
         """Finish the trackers' runs (W&B uploads or syncs what it holds, TensorBoard closes its file)."""

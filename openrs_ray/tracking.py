@@ -82,8 +82,9 @@ class WandbTracker:
 
 
 def mlflow_key(key: str) -> str:
-    """MLflow allows only alphanumerics, _ - . space : / in names: eval/x/avg@8 becomes eval/x/avg_at_8."""
-    return re.sub(r"[^\w\-. :/]", "_", key.replace("@", "_at_"))
+    """MLflow's name for a metric: eval/x/avg@8 becomes eval.x.avg_at_8. It allows only alphanumerics and
+    _ - . space : /, and its file store turns / into folders, where gpu_hours and gpu_hours/generator collide."""
+    return re.sub(r"[^\w\-. :]", "_", key.replace("@", "_at_").replace("/", "."))
 
 
 class MlflowTracker:

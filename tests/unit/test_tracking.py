@@ -9,6 +9,7 @@ import hashlib
 import json
 import struct
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from tests.conftest import REPO
 
 SMOKE = REPO / "configs" / "smoke.yaml"
 STEPS = [
-    {"step": 1, "stage": "rl", "reward_mean": 0.25, "reward/accuracy": 0.0, "completion_tokens": 96},
+    {"step": 1, "stage": "rl", "reward_mean": 0.25, "reward/accuracy": 0.0, "completion_tokens": 96,
+     "gpu_hours": 0.5, "gpu_hours/generator": 0.25},  # a key that is another's prefix (a folder in MLflow's store)
     {"step": 2, "stage": "rl", "reward_mean": 0.5, "reward/accuracy": 0.125, "completion_tokens": 80,
      "eval/math500/avg@8": 0.375, "staleness_hist": {"0": 6, "1": 2}},
 ]  # fmt: skip
@@ -94,6 +96,10 @@ def test_wandb_offline_run_holds_every_key(tmp_path: Path, monkeypatch: pytest.M
     run = _run(tmp_path, ["wandb"])
     [path] = (run.path / "wandb").glob("offline-run-*/run-*.wandb")
     records = _wandb_records(path)
+    deadline = time.monotonic() + 30  # wandb-core (its own process) may still be writing when finish() returns
+    while sum(r.HasField("history") for r in records) < len(STEPS) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = _wandb_records(path)
     history = [
         {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
         for r in records
@@ -119,7 +125,7 @@ def test_mlflow_file_store_holds_every_key(tmp_path: Path, monkeypatch: pytest.M
     [mlrun] = client.search_runs([exp.experiment_id])
     history = {k: client.get_metric_history(mlrun.info.run_id, mlflow_key(k)) for k in _scalars()}
     got = {k: {m.step: m.value for m in ms} for k, ms in history.items()}
-    assert got == _scalars() and mlflow_key("eval/math500/avg@8") == "eval/math500/avg_at_8"
+    assert got == _scalars() and mlflow_key("eval/math500/avg@8") == "eval.math500.avg_at_8"
     assert mlrun.data.tags["stage"] == "rl" and mlrun.info.run_name == "run" and mlrun.info.status == "FINISHED"
 
 
@@ -135,6 +141,18 @@ def test_no_tracker_by_default_and_missing_package_is_one_line(tmp_path: Path, m
         _run(tmp_path / "c", ["tensorboard", "mlflow"])
     with pytest.raises(ConfigError, match="metrics.report_to.0: Input should be 'tensorboard', 'wandb' or 'mlflow'"):
         load_config(SMOKE, ["metrics.report_to=[neptune]"])
+
+
+def test_a_tracker_failing_mid_run_is_dropped_with_one_warning(tmp_path: Path, capsys) -> None:
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", "metrics.report_to=[tensorboard]"])
+    run = RunFolder(cfg)
+    run.trackers[0].writer.close()  # its event file is gone: the next write fails
+    run.trackers[0].writer = None
+    run.log(STEPS[0])
+    run.log(STEPS[1])
+    assert run.trackers == [] and len((run.path / "metrics.jsonl").read_text().splitlines()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("openrs-ray: warning: TensorBoardTracker stopped logging: ")
 
 
 def test_run_json_provenance(tmp_path: Path) -> None:
