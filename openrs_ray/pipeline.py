@@ -28,6 +28,7 @@ from openrs_ray.config import (
     RunConfig,
     _describe,
     apply_overrides,
+    check_hub,
     check_paths,
     parse_config,
     read_yaml,
@@ -142,6 +143,7 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[d
         print(f"pipeline: {line}")
     for cfg in configs:  # fail fast, except on models an earlier stage of this pipeline will write
         check_paths(cfg, skip_under=pipe.output_dir)
+        check_hub(cfg, skip_under=pipe.output_dir)
     done: list[dict[str, Any]] = []
     for spec, cfg in zip(pipe.stages, configs, strict=True):
         folder = Path(cfg.output_dir)

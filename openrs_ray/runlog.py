@@ -1,18 +1,22 @@
-"""The run folder: resolved config.yaml and one metrics.jsonl line per step."""
+"""The run folder: resolved config.yaml, run.json (provenance) and one metrics.jsonl line per step."""
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 from openrs_ray.config import RunConfig, dump_config
+from openrs_ray.provenance import write_run_json
+from openrs_ray.tracking import open_trackers
 from openrs_ray.types import ScoredGroup
 
 
 class RunFolder:
-    """Creates output_dir and appends step metrics to metrics.jsonl."""
+    """Creates output_dir with run.json (provenance), appends step metrics to metrics.jsonl and hands each
+    step to the trackers of metrics.report_to."""
 
     def __init__(self, cfg: RunConfig, overwrite: bool = False, resume_step: int | None = None) -> None:
         self.path = Path(cfg.output_dir)
@@ -21,20 +25,35 @@ class RunFolder:
             lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
             kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
-            return
-        if self.metrics_path.exists() and not overwrite:
-            raise FileExistsError(
-                f"output_dir {self.path} already holds a run (metrics.jsonl); choose another output_dir "
-                "or pass --overwrite"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, self.path / "config.yaml")
-        self.metrics_path.write_text("")
+        else:
+            if self.metrics_path.exists() and not overwrite:
+                raise FileExistsError(
+                    f"output_dir {self.path} already holds a run (metrics.jsonl); choose another output_dir "
+                    "or pass --overwrite"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.path / "config.yaml")
+            self.metrics_path.write_text("")
+        write_run_json(cfg, self.path, resume_step)
+        self.trackers = open_trackers(cfg, self.path)
 
     def log(self, metrics: dict[str, Any]) -> None:
-        """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing)."""
+        """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing); send it on."""
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
+        for tracker in list(self.trackers):
+            try:
+                tracker.log(int(metrics.get("step", 0)), metrics)
+            except Exception as err:  # a tracker is a copy: metrics.jsonl has it all, so the run goes on
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                print(f"openrs-ray: warning: {type(tracker).__name__} stopped logging: {reason}", file=sys.stderr)
+                self.trackers.remove(tracker)
+
+    def close(self) -> None:
+        """Finish the trackers' runs (W&B uploads or syncs what it holds, TensorBoard closes its file)."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def _mean(xs: list[float]) -> float:

@@ -64,6 +64,7 @@ def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
             final = _loop(cfg, driver, run, hook)
         finally:
             driver.shutdown()
+            run.close()
     from rich.console import Console
 
     from openrs_ray.summary import render, write_summary

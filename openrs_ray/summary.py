@@ -13,6 +13,9 @@ PLOTS = (
     ("kl", "KL"),
     ("tokens_per_s", "rollout tokens/s"),
 )
+# With beta = 0 no KL is computed (no reference model): the clipped share of tokens takes its panel, or, when
+# nothing was clipped (one update per batch keeps the ratio at 1), the gradient norm.
+NO_KL = (("clip_ratio", "clip ratio"), ("grad_norm", "grad norm"))
 # SFT and KD stages have no rollouts: their panels are the loss and the optimizer's view.
 SUPERVISED_PLOTS = (
     ("nll", "NLL per token"),
@@ -20,6 +23,8 @@ SUPERVISED_PLOTS = (
     ("grad_norm", "grad norm"),
     ("lr", "lr"),
 )
+HELD_OUT = ("held_out", "held-out accuracy (eval)")
+SMOOTHING = 0.6  # TensorBoard's default weight: the line follows the trend, the raw points stay visible
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -45,25 +50,80 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plot(steps: list[dict[str, Any]], path: Path) -> Path:
-    """Reward, accuracy, length, KL and rollout tokens/s (SFT/KD: loss, grad norm, lr) per step, as a PNG."""
+def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0."""
+    out, ema = [], 0.0
+    for i, v in enumerate(values, start=1):
+        ema = weight * ema + (1 - weight) * v
+        out.append(ema / (1 - weight**i))
+    return out
+
+
+def held_out(run_dir: Path, steps: list[dict[str, Any]]) -> dict[int, float]:
+    """Held-out accuracy (average avg@k over the benchmarks) per evaluated step: eval/step-N.json (step 0, the
+    starting point, is only there), else the eval/average/avg@k keys of metrics.jsonl."""
+    points: dict[int, float] = {}
+    for m in steps:
+        key = next((k for k in m if k.startswith("eval/average/avg@") and not k.endswith("_stderr")), None)
+        if key is not None and m[key] is not None:
+            points[int(m["step"])] = float(m[key])
+    for path in (run_dir / "eval").glob("step-*.json"):
+        results = json.loads(path.read_text())
+        value = results.get("average", {}).get(f"avg@{results.get('settings', {}).get('num_samples', 1)}")
+        if value is not None and path.stem.split("-")[1].isdigit():
+            points[int(path.stem.split("-")[1])] = float(value)
+    return dict(sorted(points.items()))
+
+
+def panels(steps: list[dict[str, Any]], evals: dict[int, float] | None = None) -> list[tuple[str, str]]:
+    """(metric key, title) of each panel drawn: RL or supervised panels, KL only when a step has it (else the
+    clip ratio), and the held-out accuracy when evaluation ran."""
+    rl = not steps or "reward_mean" in steps[0]
+    if rl:
+        has = {k for m in steps for k in m}
+        moving = [p for p in NO_KL if any(m.get(p[0]) for m in steps)]
+        instead = (moving or [p for p in NO_KL if p[0] in has] or [("kl", "KL")])[0]
+        chosen = [p if p[0] != "kl" or "kl" in has else instead for p in PLOTS]
+        chosen = [p for p in chosen if p[0] in has or p[0] == "tokens_per_s" or not steps]
+    else:
+        chosen = [p for p in SUPERVISED_PLOTS if p[0] in steps[0]]
+    return chosen + ([HELD_OUT] if evals else [])
+
+
+def figure(steps: list[dict[str, Any]], evals: dict[int, float] | None = None) -> Any:
+    """The matplotlib figure: per panel the raw points (faint) under their smoothed line; held-out evaluations
+    as markers of their own."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
+    chosen = panels(steps, evals)
     xs = [m["step"] for m in steps]
-    rl = not steps or "reward_mean" in steps[0]
-    panels = PLOTS if rl else tuple(p for p in SUPERVISED_PLOTS if p[0] in steps[0])
-    series = {key: [m.get(key, 0.0) for m in steps] for key, _ in panels}
-    if rl:
-        series["tokens_per_s"] = [m["completion_tokens"] / max(m["time_generate_s"], 1e-9) for m in steps]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
-        ax.plot(xs, series[key], marker="o")
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], chosen, strict=True):
+        if key == HELD_OUT[0]:
+            assert evals is not None
+            ax.plot(list(evals), list(evals.values()), "D--", color="tab:red", label="held-out avg@k")
+        else:
+            if key == "tokens_per_s":
+                ys = [m.get("completion_tokens", 0) / max(m.get("time_generate_s", 0.0), 1e-9) for m in steps]
+            else:
+                ys = [m.get(key, 0.0) for m in steps]
+            ax.plot(xs, ys, "o", alpha=0.3, markersize=3, color="tab:blue", label="raw")
+            ax.plot(xs, smooth(ys), "-", color="tab:blue", label="smoothed")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    return fig
+
+
+def plot(steps: list[dict[str, Any]], path: Path, evals: dict[int, float] | None = None) -> Path:
+    """Reward, accuracy, length, KL (or clip ratio) and rollout tokens/s (SFT/KD: loss, grad norm, lr) per step,
+    plus the held-out accuracy, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(steps, evals)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -75,7 +135,7 @@ def write_summary(run_dir: Path) -> tuple[dict[str, Any], Path]:
     steps = load_metrics(run_dir)
     summary = summarize(steps)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary, plot(steps, run_dir / "training.png")
+    return summary, plot(steps, run_dir / "training.png", held_out(run_dir, steps))
 
 
 def render(summary: dict[str, Any]) -> Any:

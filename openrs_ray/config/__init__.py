@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from openrs_ray.config.eval import EvalConfig
+from openrs_ray.config.paths import check_hub, check_paths
 from openrs_ray.config.sections import (
     OPEN_RS_SYSTEM_PROMPT,
     BroadcastConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "RewardsConfig",
     "RunConfig",
     "apply_overrides",
+    "check_hub",
     "check_paths",
     "dump_config",
     "load_config",
@@ -208,34 +210,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if warning is not None:
         logging.getLogger(__name__).warning(warning)
     return cfg
-
-
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
-
-
-def _check_model(key: str, ref: str, skip_under: str | None) -> None:
-    model = Path(ref).expanduser()
-    if skip_under is not None and model.resolve().is_relative_to(Path(skip_under).resolve()):
-        return  # written by an earlier pipeline stage
-    if _looks_local(ref) and not (model / "config.json").is_file():
-        raise ConfigError(f"{key}: no Hugging Face model (config.json) at {model}")
-
-
-def check_paths(cfg: RunConfig, *, need_data: bool = True, skip_under: str | None = None) -> None:
-    """Fail fast, before any actor starts, on local model/data paths that do not exist (models under
-    `skip_under` are exempt: a pipeline's earlier stages write them)."""
-    _check_model("model.path", cfg.model.path, skip_under)
-    if cfg.kd.teacher is not None:
-        _check_model("kd.teacher.path", cfg.kd.teacher.path, skip_under)
-    if cfg.data is None:
-        if need_data:
-            raise ConfigError(f"data: stage {cfg.stage} needs a dataset (data.path)")
-        return
-    data = Path(cfg.data.path).expanduser()
-    local_suffix = data.suffix in (".json", ".jsonl", ".parquet")
-    if (_looks_local(cfg.data.path) or local_suffix) and not data.is_file():
-        raise ConfigError(f"data.path: file not found: {data}")
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:

@@ -43,9 +43,10 @@ class EvalConfig(_Section):
     benchmarks: list[str] = Field(default_factory=list)
     """Benchmark names (aime24, math500, amc23, minerva, olympiadbench, gsm8k; case, '-' and '_' are ignored) or
     local .jsonl/.json/.parquet files with problem/answer columns. Empty: no evaluation."""
-    data_dir: str = "../shared/data"
-    """Folder (relative to the working directory) searched for local copies of named benchmarks (aime24.json,
-    math500.json, gsm8k_test.jsonl, or NAME.json/.jsonl/.parquet); a local copy is used before the hub."""
+    data_dir: str | None = None
+    """Folder (relative to the working directory) searched first for local copies of named benchmarks
+    (aime24.json, math500.json, gsm8k_test.jsonl, or NAME.json/.jsonl/.parquet, each also .gz); then the copies
+    shipped in the package (aime24, math500, gsm8k); then the hub. None: only the shipped copies, then the hub."""
     max_problems: int | None = Field(default=None, ge=1)
     """Evaluate only the first N problems of each benchmark (None: all)."""
     prompt_template: str = "{problem}"

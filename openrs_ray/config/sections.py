@@ -254,6 +254,12 @@ class MetricsConfig(_Section):
     """Address the metrics endpoint binds to."""
     linger_s: float = Field(default=0.0, ge=0)
     """Keep the endpoint up this long after the run, so a last scrape sees the final values."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    """Trackers that receive every metrics.jsonl key at each step (TRL's names; none by default): tensorboard
+    (event files in OUTPUT_DIR/tensorboard), wandb (WANDB_PROJECT, WANDB_MODE=offline works), mlflow
+    (MLFLOW_TRACKING_URI, else a file store in OUTPUT_DIR/mlruns). Install them with `pip install '.[track]'`."""
+    run_name: str | None = None
+    """The run's name in the trackers (None: output_dir's last folder name)."""
 
 
 class CostConfig(_Section):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from openrs_ray.config import DataConfig
+from openrs_ray.config import ConfigError, DataConfig
+from openrs_ray.config.paths import check_data_file, local_format
 from openrs_ray.data.mixing import MixingError, QuotaPicker, ShuffledCursor, bucket_rows, level_name, parse_shares
 from openrs_ray.types import Prompt
 
 PROMPT_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "solution")
-_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 class DataError(ValueError):
@@ -23,10 +23,14 @@ def load_rows(cfg: DataConfig) -> list[dict[str, Any]]:
     from datasets import load_dataset
 
     path = Path(cfg.path).expanduser()
-    fmt = _LOCAL_FORMATS.get(path.suffix)
+    fmt = local_format(path)
     if fmt is not None:
         if not path.is_file():
             raise DataError(f"data.path: file not found: {path}")
+        try:  # empty or malformed files: one line naming the file and line, not datasets' traceback
+            check_data_file(path)
+        except ConfigError as err:
+            raise DataError(str(err)) from None
         ds = load_dataset(fmt, data_files=str(path), split="train")
     else:
         ds = load_dataset(cfg.path, cfg.subset, split=cfg.split)

@@ -1,8 +1,9 @@
 """Evaluation benchmarks by name: their hub dataset, their local copies, and how to read problem and gold answer.
 
 The hub datasets are the ones Open-RS evaluated on (their lighteval tasks in src/open_r1/evaluate.py), plus
-GSM8K. A local copy in `eval.data_dir` is used before the hub, so evaluation runs offline; any other
-.json/.jsonl/.parquet path is a benchmark of its own, named after the file.
+GSM8K. A local copy is used before the hub: first in `eval.data_dir` when set, then the copies shipped in
+this package (openrs_ray/eval/data: aime24, math500, gsm8k, MIT-licensed), so evaluation runs offline. Any
+other .json/.jsonl/.parquet path (.gz too) is a benchmark of its own, named after the file.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openrs_ray.config import ConfigError, DataConfig
+from openrs_ray.config.paths import COMPRESSIONS, LOCAL_FORMATS, hub_problem, local_format
 from openrs_ray.data.sources import ANSWER_KEYS, PROMPT_KEYS, DataError, gold_answer, load_rows
 
 if TYPE_CHECKING:
     from openrs_ray.config import EvalConfig
 
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+LOCAL_SUFFIXES = tuple(LOCAL_FORMATS)
+SHIPPED_DATA = Path(__file__).parent / "data"  # package data: the benchmark copies a clone evaluates offline
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,17 @@ class Benchmark:
 
 def is_file_ref(ref: str) -> bool:
     """Whether a benchmark entry names a local file rather than a known benchmark."""
-    return Path(ref).suffix in LOCAL_SUFFIXES
+    return local_format(ref) is not None
 
 
 def benchmark_name(ref: str) -> str:
     """The name a benchmark entry reports under: the canonical name (aime24, math500, ...) or the file's stem."""
-    return Path(ref).stem if is_file_ref(ref) else re.sub(r"[-_\s]", "", ref.lower())
+    if is_file_ref(ref):
+        name = Path(ref).name
+        for comp in COMPRESSIONS:
+            name = name.removesuffix(comp)
+        return Path(name).stem
+    return re.sub(r"[-_\s]", "", ref.lower())
 
 
 def check_benchmark_name(ref: str) -> None:
@@ -103,26 +111,40 @@ def gold_text(raw: Any) -> str:
     return boxed if boxed is not None else text
 
 
-def find_local(name: str, data_dir: str | Path) -> Path | None:
-    """The local copy of a named benchmark in data_dir, if there is one."""
-    spec = BENCHMARKS[name]
-    for file in (*spec.local_files, *(name + suffix for suffix in LOCAL_SUFFIXES)):
-        path = Path(data_dir).expanduser() / file
-        if path.is_file():
-            return path
+def search_dirs(data_dir: str | Path | None) -> list[Path]:
+    """Folders searched for local copies, in order: data_dir (when given), then the shipped copies."""
+    return ([Path(data_dir).expanduser()] if data_dir is not None else []) + [SHIPPED_DATA]
+
+
+def local_names(name: str) -> list[str]:
+    """File names a local copy of a named benchmark may have (each also gzip-compressed)."""
+    files = (*BENCHMARKS[name].local_files, *(name + suffix for suffix in LOCAL_SUFFIXES))
+    return [f + comp for f in files for comp in ("", *COMPRESSIONS)]
+
+
+def find_local(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The local copy of a named benchmark in data_dir or among the shipped copies, if there is one."""
+    for folder in search_dirs(data_dir):
+        for file in local_names(name):
+            if (folder / file).is_file():
+                return folder / file
     return None
 
 
-def _hub_rows(name: str, spec: BenchmarkSpec, max_problems: int | None, data_dir: str | Path) -> list[dict]:
+def _hub_rows(name: str, spec: BenchmarkSpec, max_problems: int | None, data_dir: str | Path | None) -> list[dict]:
     from datasets import load_dataset
 
-    try:
-        ds = load_dataset(spec.hub_id, spec.config, split=spec.split)
-    except Exception as err:  # offline, renamed or gated: one line naming the way out
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    looked = f"no local copy ({'/'.join(local_names(name)[:2])}, ...) in {', '.join(map(str, search_dirs(data_dir)))}"
+    problem = hub_problem(spec.hub_id, "dataset")
+    if problem is None:
+        try:
+            ds = load_dataset(spec.hub_id, spec.config, split=spec.split)
+        except Exception as err:  # offline, renamed or gated: one line naming the way out
+            problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if problem is not None:
         raise DataError(
-            f"eval.benchmarks: cannot load {name} from the hub ({spec.hub_id}): {reason}; or put a local copy "
-            f"({', '.join(spec.local_files or (name + '.jsonl',))}) in eval.data_dir={data_dir}"
+            f"eval.benchmarks: cannot load {name}: {looked} (set eval.data_dir to a folder with one), and the hub "
+            f"({spec.hub_id}) cannot serve it: {problem}"
         ) from None
     if max_problems is not None:
         ds = ds.select(range(min(max_problems, len(ds))))
@@ -137,8 +159,9 @@ def _column(name: str, row: dict[str, Any], first: str | None, fallback: tuple[s
     raise DataError(f"eval.benchmarks: {name} has no {what} column (none of {list(keys)} in {sorted(row)})")
 
 
-def load_benchmark(ref: str, data_dir: str | Path = "../shared/data", max_problems: int | None = None) -> Benchmark:
-    """Problems of a benchmark entry: a local file, a named benchmark's local copy in data_dir, or the hub."""
+def load_benchmark(ref: str, data_dir: str | Path | None = None, max_problems: int | None = None) -> Benchmark:
+    """Problems of a benchmark entry: a local file, a named benchmark's local copy (data_dir, then the
+    shipped copies), or the hub."""
     name = benchmark_name(ref)
     spec: BenchmarkSpec | None = None
     if is_file_ref(ref):

@@ -199,6 +199,13 @@ class Evaluator:
         tables = {name: {key: t[key] for key in keys} for name, t in results["benchmarks"].items() if "pass@1" in t}
         if tables:
             results["average"] = average_metrics(tables)
+        if step is None:  # `openrs-ray eval`: where the model came from, and this evaluation's own record
+            from openrs_ray.provenance import checkpoint_provenance, record
+
+            results["provenance"] = {
+                "checkpoint": checkpoint_provenance(self.cfg.model.path),
+                "evaluation": record(self.cfg) | {"benchmark_sources": {b.name: b.source for b in self.benchmarks}},
+            }
         return results
 
     def _table(self, benchmark: Benchmark, outcomes: list[_Outcome]) -> dict[str, Any]:

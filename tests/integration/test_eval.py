@@ -177,6 +177,9 @@ def test_eval_cli_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
     assert results["settings"]["prompt_template"].startswith("Solve the following math problem efficiently")
     assert all(len(p["correct"]) == 2 for p in results["problems"]["sums"])
     assert (tmp_path / "run/eval/final.md").read_text() in proc.stdout
+    prov = results["provenance"]  # a model folder from no run: its config.json's hash; this evaluation's record
+    assert prov["checkpoint"]["model"] == str(tiny_model.resolve()) and prov["checkpoint"]["run"] is None
+    assert prov["evaluation"]["benchmark_sources"] == {"sums": str(sums)} and prov["evaluation"]["packages"]["ray"]
 
 
 @pytest.mark.parametrize(

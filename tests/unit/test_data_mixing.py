@@ -1,7 +1,9 @@
-"""Difficulty mixing and the checkpointable cursor of PromptSource: real MATH rows, the tiny model's tokenizer."""
+"""Difficulty mixing and the checkpointable cursor of PromptSource: real MATH rows (the shipped subset of the
+MATH train set, tests/data), the tiny model's tokenizer."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import random
@@ -18,7 +20,7 @@ from openrs_ray.data.sources import DataError, PromptSource
 from openrs_ray.models.tiny import build_tokenizer
 from tests.conftest import REPO
 
-MATH = REPO.parent / "shared" / "data" / "math_train.json"
+MATH = REPO / "tests" / "data" / "math_train_subset.json.gz"
 GSM8K = REPO / "configs/data/gsm8k_mini.jsonl"
 LONG = 4096
 
@@ -30,7 +32,7 @@ def tokenizer() -> Any:
 
 @pytest.fixture(scope="module")
 def math_rows() -> list[dict[str, Any]]:
-    return json.loads(MATH.read_text())
+    return json.loads(gzip.decompress(MATH.read_bytes()))
 
 
 def _source(tokenizer: Any, path: Path = MATH, max_len: int = LONG, **kw: Any) -> PromptSource:

@@ -301,7 +301,8 @@ def test_dockerfiles_install_the_extras_the_readme_names() -> None:
     setup_extras = _extras(makefile)  # what `make train` / `make test` install
     assert "cpu" in setup_extras and re.search(r"`cpu`[^.]*extras", readme), "README's set-up installs `cpu`"
     cpu, gpu = _instructions(DOCKERFILE_CPU), _instructions(DOCKERFILE)
-    assert _extras(cpu) == setup_extras - {"test"}  # the set-up's runtime extras; tests stay out of images
+    # The set-up's runtime extras; tests stay out of images, and so do the optional trackers `make test` adds.
+    assert _extras(cpu) == setup_extras - {"test", "track"}
     assert _extras(gpu) == {"gpu"}
     for path, text in ((DOCKERFILE_CPU, cpu), (DOCKERFILE, gpu)):
         assert _extras(text) <= _pyproject_extras(), f"{path.name} installs an extra pyproject lacks"

@@ -10,14 +10,20 @@ import pytest
 from openrs_ray.config import ConfigError, load_config, parse_config
 from openrs_ray.config.eval import OPEN_RS_EVAL_PROMPT
 from openrs_ray.data.sources import DataError
-from openrs_ray.eval.benchmarks import BENCHMARKS, benchmark_name, gold_text, last_boxed, load_benchmark
+from openrs_ray.eval import benchmarks as bm
+from openrs_ray.eval.benchmarks import (
+    BENCHMARKS,
+    SHIPPED_DATA,
+    benchmark_name,
+    gold_text,
+    last_boxed,
+    load_benchmark,
+)
 from openrs_ray.eval.cli import standalone_config
 from openrs_ray.eval.runner import EvalHook, Evaluator
 from openrs_ray.models.tiny import build_tokenizer
 from openrs_ray.rewards.math_answer import parse_gold
 from tests.conftest import REPO
-
-SHARED = REPO.parent / "shared" / "data"
 
 
 def test_names_resolve_case_and_punctuation_free() -> None:
@@ -31,7 +37,7 @@ def test_names_resolve_case_and_punctuation_free() -> None:
         "olympiadbench": "knoveleng/OlympiadBench",
         "gsm8k": "openai/gsm8k",
     }
-    assert benchmark_name("data/my_set.jsonl") == "my_set"
+    assert benchmark_name("data/my_set.jsonl") == "my_set" and benchmark_name("d/my_set.json.gz") == "my_set"
 
 
 def test_unknown_benchmark_is_a_config_error_naming_it() -> None:
@@ -42,17 +48,27 @@ def test_unknown_benchmark_is_a_config_error_naming_it() -> None:
 @pytest.mark.parametrize(
     ("name", "rows", "file", "first_answer"),
     [
-        ("aime24", 30, "aime24.json", "204"),
-        ("MATH-500", 500, "math500.json", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-        ("gsm8k", 1319, "gsm8k_test.jsonl", "18"),  # "... #### 18" reduced to the answer
+        ("aime24", 30, "aime24.json.gz", "204"),
+        ("MATH-500", 500, "math500.json.gz", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("gsm8k", 1319, "gsm8k_test.jsonl.gz", "18"),  # "... #### 18" reduced to the answer
     ],
 )
-def test_local_copies_in_data_dir(name: str, rows: int, file: str, first_answer: str) -> None:
-    bench = load_benchmark(name, SHARED)
-    assert bench.source == str(SHARED / file) and len(bench.problems) == rows
+def test_shipped_copies_by_default(name: str, rows: int, file: str, first_answer: str, tmp_path: Path) -> None:
+    bench = load_benchmark(name)  # no data_dir: the copies inside the package, no network
+    assert bench.source == str(SHIPPED_DATA / file) and len(bench.problems) == rows
     assert bench.problems[0].answer == first_answer and bench.problems[0].uid == f"{benchmark_name(name)}:0"
     assert all(p.problem and parse_gold(p.answer) is not None for p in bench.problems)  # every gold parses
-    assert len(load_benchmark(name, SHARED, max_problems=7).problems) == 7
+    assert len(load_benchmark(name, tmp_path, max_problems=7).problems) == 7  # an empty data_dir: still shipped
+    assert (SHIPPED_DATA / "LICENSE.deepscaler").is_file() and (SHIPPED_DATA / "LICENSE.grade-school-math").is_file()
+
+
+def test_data_dir_copy_comes_before_the_shipped_one(tmp_path: Path) -> None:
+    (tmp_path / "aime24.jsonl").write_text(json.dumps({"problem": "my own", "answer": "\\boxed{5}"}) + "\n")
+    bench = load_benchmark("aime24", tmp_path)
+    assert bench.source == str(tmp_path / "aime24.jsonl") and [(p.problem, p.answer) for p in bench.problems] == [
+        ("my own", "5")
+    ]
+    assert parse_config({"model": {"path": "m"}}).eval.data_dir is None  # the default points nowhere outside
 
 
 def test_local_file_benchmark(tmp_path: Path) -> None:
@@ -102,6 +118,8 @@ def test_hub_layouts_without_network(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         return datasets.Dataset.from_list([HUB_ROWS[path]] * 3)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(bm, "SHIPPED_DATA", tmp_path)  # no shipped copy either: every benchmark goes to the hub
+    monkeypatch.setattr(bm, "hub_problem", lambda hub_id, repo_type: None)  # the hub answers
     for name, spec in BENCHMARKS.items():
         bench = load_benchmark(name, tmp_path, max_problems=2)  # empty data_dir: no local copy
         assert (
@@ -111,18 +129,38 @@ def test_hub_layouts_without_network(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert calls[-1] == ("openai/gsm8k", "main", "test") and calls[0] == ("HuggingFaceH4/aime_2024", None, "train")
 
 
-def test_unreachable_hub_is_one_line_naming_the_way_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unreachable_hub_fails_in_seconds_naming_the_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A closed local port stands in for an unreachable hub: the real metadata request fails at once, and
+    load_dataset (which would retry for ~25 s) is never called."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        load_benchmark("amc23", tmp_path)
+    assert time.monotonic() - start < 10 and "\n" not in str(err.value)
+    assert str(err.value).startswith("eval.benchmarks: cannot load amc23: no local copy (amc23.json/amc23.json.gz")
+    assert f"in {tmp_path}, {SHIPPED_DATA} (set eval.data_dir" in str(err.value)
+    assert "the hub (knoveleng/AMC-23) cannot serve it: " in str(err.value)
+
+
+def test_offline_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'knoveleng/AMC-23' on the Hub (LocalEntryNotFoundError)\nmore")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(bm, "hub_problem", lambda hub_id, repo_type: None)  # HF_HUB_OFFLINE: datasets reads its cache
     with pytest.raises(DataError) as err:
-        load_benchmark("amc23", tmp_path)
-    assert "\n" not in str(err.value)
-    assert str(err.value).startswith("eval.benchmarks: cannot load amc23 from the hub (knoveleng/AMC-23): Couldn't")
-    assert f"amc23.jsonl) in eval.data_dir={tmp_path}" in str(err.value)
+        load_benchmark("amc23")
+    assert "\n" not in str(err.value) and str(err.value).endswith(
+        "the hub (knoveleng/AMC-23) cannot serve it: Couldn't reach 'knoveleng/AMC-23' on the Hub "
+        "(LocalEntryNotFoundError)"
+    )
 
 
 def test_presets_fill_only_unset_fields() -> None:
