@@ -25,6 +25,7 @@ handles "x = 40 + 2 = 42" in the parser instead of the normaliser); each row's r
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -229,9 +230,9 @@ def test_solution_and_answer_columns_give_the_same_gold_on_real_data() -> None:
     """
     from math_verify import verify
 
-    from tests.unit.test_rewards_real_data import DATA  # the one place that knows where the benchmark copies are
+    from openrs_ray.eval.benchmarks import SHIPPED_DATA  # the benchmark copies shipped in the package
 
-    rows = json.loads((DATA / "aime24.json").read_text())
+    rows = json.loads(gzip.decompress((SHIPPED_DATA / "aime24.json.gz").read_bytes()))
     boxed = [r for r in rows if "\\boxed" in r["solution"]]
     assert (len(rows), len(boxed)) == (30, 25)
     for r in boxed:
