@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 
 from tests.conftest import REPO
+from tests.integration.conftest import leftover_processes
 
 # In a fresh process: the session's ray_local fixture may already be up in this one, and ray_cluster
 # would join it instead of starting its own.
@@ -27,11 +30,13 @@ print(json.dumps({{"driver": os.getpriority(os.PRIO_PROCESS, 0), "actor": actor_
 
 
 def _niceness(worker_niceness: int) -> dict:
+    tag = uuid.uuid4().hex
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(nice=worker_niceness)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env={**os.environ, "OPENRS_TEST_TAG": tag}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not leftover_processes(tag), "the embedded Ray was not stopped"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
