@@ -8,6 +8,27 @@ from contextlib import contextmanager
 
 from openrs_ray.config import ClusterConfig
 
+RAY_WORKER_NICENESS = "RAY_worker_niceness"
+
+
+@contextmanager
+def _worker_niceness(niceness: int | None) -> Iterator[None]:
+    """Ray starts its workers at niceness 15 (RAY_worker_niceness), so on a machine shared with other work
+    the actors lose the CPU to everything else. The Ray processes ray.init starts read the variable from the
+    environment they inherit; the driver's own environment is restored afterwards."""
+    if niceness is None:
+        yield
+        return
+    before = os.environ.get(RAY_WORKER_NICENESS)
+    os.environ[RAY_WORKER_NICENESS] = str(niceness)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RAY_WORKER_NICENESS, None)
+        else:
+            os.environ[RAY_WORKER_NICENESS] = before
+
 
 @contextmanager
 def ray_cluster(cc: ClusterConfig) -> Iterator[None]:
@@ -29,7 +50,8 @@ def ray_cluster(cc: ClusterConfig) -> Iterator[None]:
             object_store_memory=int(cc.object_store_memory_gb * 2**30),
             include_dashboard=False,
         )
-    ray.init(**kwargs)
+    with _worker_niceness(None if joining else cc.worker_niceness):
+        ray.init(**kwargs)
     try:
         yield
     finally:

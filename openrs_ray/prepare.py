@@ -59,7 +59,18 @@ def _once(what: str, folder: Path, marker: str, build: Callable[[Path], object])
 def _tiny_model(spec: TinyModelSpec) -> Callable[[Path], object]:
     from openrs_ray.models.tiny import make_tiny_model
 
-    return lambda folder: make_tiny_model(folder, **spec.model_dump())
+    def build(folder: Path) -> object:
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar for writing one small shard: noise in the demo's output
+        try:
+            return make_tiny_model(folder, **spec.model_dump())
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
+
+    return build
 
 
 def _synthetic(spec: SyntheticDataSpec) -> Callable[[Path], object]:

@@ -241,6 +241,9 @@ class ClusterConfig(_Section):
     """Logical CPUs reserved per verifier actor."""
     env_vars: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for every actor."""
+    worker_niceness: int = Field(default=0, ge=0, le=19)
+    """Niceness of the embedded local Ray's workers (the actors). Ray's own default, 15, lets any other work on
+    the machine take the CPU from them; 0 runs them like the driver. A cluster that is joined keeps its own."""
 
 
 class MetricsConfig(_Section):

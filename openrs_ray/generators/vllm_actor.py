@@ -9,6 +9,7 @@ from typing import Any
 
 from openrs_ray.config import RunConfig
 from openrs_ray.generators.base import Generator
+from openrs_ray.generators.quiet import quiet_vllm
 from openrs_ray.types import Prompt, Rollout
 
 WORKER_EXTENSION = "openrs_ray.generators.worker_ext.WeightSyncExtension"
@@ -23,6 +24,7 @@ class VLLMGenerator(Generator):
         # (with multiprocessing they are serialised, and tensors arrive as Python lists).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.generation.kv_cache_gib))
+        quiet_vllm()  # before the import: vLLM logs some of its expected notices while importing
         from vllm import LLM
 
         gen, mc = cfg.generation, cfg.model
@@ -40,6 +42,7 @@ class VLLMGenerator(Generator):
             # Logprobs after temperature/top-p, i.e. of the distribution actually sampled from.
             logprobs_mode="processed_logprobs",
             max_logprobs=max(20, cfg.kd.top_k),  # a KD teacher serves kd.top_k logprobs per position
+            use_tqdm_on_load=False,  # a progress bar per engine start and stage; the driver's output stays short
         )
 
     def ready(self) -> dict[str, float]:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 
+from openrs_ray.generators.quiet import quiet_vllm
+
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker class; `self` is the worker."""
@@ -49,6 +51,7 @@ class WeightSyncExtension:
         return self._reload(self._weight_channel.receive(specs, bucket_bytes), lambda: len(specs))
 
     def _reload(self, tensors: Iterator[tuple[str, torch.Tensor]], count) -> int:
+        quiet_vllm()  # here too: the worker's process, wherever vLLM runs it (its expected reload notices)
         self.model_runner.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
         _retie_lm_head(self.model_runner.get_model(), self.model_runner.model_config.hf_config)
         return count()

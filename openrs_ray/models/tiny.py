@@ -139,7 +139,7 @@ def make_tiny_model(
     Args:
         out_dir: directory to create (or overwrite files in); loadable with `from_pretrained`.
         hidden_size: model width; `hidden_size // num_heads` is the head dim and must be >= 32
-            (vLLM's CPU backend wants 64, which the defaults give).
+            (vLLM's CPU backend runs 32 and 64; the demo uses 4 heads of 32, the defaults 2 of 64).
         num_layers: number of decoder layers.
         num_heads: attention heads; must divide `hidden_size`.
         num_kv_heads: key/value heads (GQA); must divide `num_heads`.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from openrs_ray.config import load_config
 from tests.integration.conftest import run_cli
+from tests.integration.output import MAX_WARNINGS, warning_lines
 
 REQUIRED = {
     "step", "weight_version", "reward_mean", "accuracy_mean", "completion_tokens", "completion_length_mean",
@@ -32,6 +33,8 @@ def test_smoke_run_writes_run_folder(smoke_overrides: list[str], out_dir: Path) 
     assert summary["steps"] == 2 and summary["cpu_hours"] > 0 and "cost_dollars" in summary
     assert (out_dir / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert all(m["cpu_hours"] > 0 for m in lines)
+    noisy = warning_lines(proc.stdout + proc.stderr)  # vLLM's expected notices are filtered at the source
+    assert len(noisy) <= MAX_WARNINGS, "\n".join(noisy)
 
 
 def _expect_error(out_dir: Path, *args: str, key: str) -> None:
