@@ -35,6 +35,7 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
         "weight_version": last.get("weight_version", 0),
         "stage": last.get("stage", "rl"),
         **{f"{k}_last": last[k] for k in ("nll", "kd_loss") if k in last},
+        **{k: int(last[k]) for k in ("trainable_params", "total_params") if k in last},  # LoRA: trainable < total
         "reward_mean_last": last.get("reward_mean", 0.0),
         "accuracy_mean_last": last.get("accuracy_mean", 0.0),
         "completion_tokens": sum(m.get("completion_tokens", 0) for m in steps),

@@ -95,3 +95,25 @@ def test_merged_export_equals_peft_merge(tiny_model: Path) -> None:
     for name, tensor in exported.items():
         torch.testing.assert_close(tensor, base[name], rtol=0, atol=1e-6, msg=name)
     assert 0 < counts["trainable_params"] < counts["total_params"]
+
+
+def _dump_without(path: str, *keys: str) -> dict:
+    tree = load_config(REPO / "configs" / path).model_dump()
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node[key]
+        node.pop(leaf)
+    return tree
+
+
+def test_lora_recipes_change_only_what_lora_needs() -> None:
+    sft = load_config(REPO / "configs/srlm-0.5b-sft-lora.yaml").learner
+    assert sft.lr == 1e-4 and sft.lora is not None and sft.lora.r == 16
+    keys = ("output_dir", "learner.lr", "learner.lora")
+    assert _dump_without("srlm-0.5b-sft-lora.yaml", *keys) == _dump_without("srlm-0.5b-sft.yaml", *keys)
+    rl = load_config(REPO / "configs/open-rs3-lora.yaml").learner
+    assert (rl.num_learners, rl.lr, rl.beta, rl.lora is not None) == (1, 1e-5, 0.04, True)
+    keys = (*keys, "learner.num_learners")
+    assert _dump_without("open-rs3-lora.yaml", *keys) == _dump_without("open-rs3.yaml", *keys)

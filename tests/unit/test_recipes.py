@@ -24,8 +24,9 @@ OPEN_RS = {n: CONFIGS / f"open-rs{n}.yaml" for n in (1, 2, 3)}
 SRLM_RUNS = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft", "kd", "rl")}
 SRLM_PIPELINES = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft-rl", "kd-rl")}
 EVAL = CONFIGS / "eval-open-rs.yaml"
+LORA_RECIPES = [CONFIGS / "srlm-0.5b-sft-lora.yaml", CONFIGS / "open-rs3-lora.yaml"]
 # The recipes (every field commented with its source); smoke.yaml is a test fixture, not a recipe.
-RECIPES = [*OPEN_RS.values(), *SRLM_RUNS.values(), *SRLM_PIPELINES.values(), EVAL]
+RECIPES = [*OPEN_RS.values(), *SRLM_RUNS.values(), *SRLM_PIPELINES.values(), EVAL, *LORA_RECIPES]
 ENGLISH_ONLY = " Note that respond by English, NOT use other languages."
 GSM8K_TRAIN_ROWS = 7473
 
