@@ -3,7 +3,7 @@ on the tiny model, full fine-tuning and LoRA (same shape); (b) peak memory of ch
 logprobs at Qwen's vocabulary (151,936).
 
     python benchmarks/learner.py [--updates 5] [--hidden 128 --layers 2] [--skip-learner] [--skip-logprobs]
-                                 [--lora-r 8] [--out benchmarks/results/learner.json]
+                                 [--lora-r 8] [--rows 1:2,1:2:lora] [--out benchmarks/results/learner.json]
 
 (a) Each (ranks, zero_stage) builds a LearnerGroup from configs/smoke.yaml, runs one warm-up update, then
 times `--updates` updates of a synthetic batch (prompts_per_step x num_generations rows, prompt 64 + completion
@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the LoRA rows")
+    parser.add_argument("--rows", default=",".join(f"{r}:{z}" + (":lora" if lo else "") for r, z, lo in CONFIGS),
+                        help="learner rows as ranks:zero_stage[:lora], comma-separated")  # fmt: skip
     parser.add_argument("--skip-learner", action="store_true")
     parser.add_argument("--skip-logprobs", action="store_true")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/learner.json"))
@@ -200,7 +202,8 @@ def main() -> None:
             )
             ray.init(num_cpus=6, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False)
             try:
-                learner_rows = [bench_learner(model, *row, args) for row in CONFIGS]
+                specs = [row.split(":") for row in args.rows.split(",")]
+                learner_rows = [bench_learner(model, int(r[0]), int(r[1]), r[2:] == ["lora"], args) for r in specs]
             finally:
                 ray.shutdown()
 
