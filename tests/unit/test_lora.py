@@ -117,3 +117,11 @@ def test_lora_recipes_change_only_what_lora_needs() -> None:
     assert (rl.num_learners, rl.lr, rl.beta, rl.lora is not None) == (1, 1e-5, 0.04, True)
     keys = (*keys, "learner.num_learners")
     assert _dump_without("open-rs3-lora.yaml", *keys) == _dump_without("open-rs3.yaml", *keys)
+
+
+def test_summary_reports_parameter_counts() -> None:
+    from openrs_ray.summary import summarize
+
+    steps = [{"step": 1, "trainable_params": 10.0, "total_params": 100.0}, {"step": 2}]  # step 2: nothing trained
+    assert summarize(steps)["trainable_params"] == 10 and summarize(steps)["total_params"] == 100
+    assert "trainable_params" not in summarize([{"step": 1}])
