@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import ray
 import torch
 
@@ -92,18 +93,27 @@ def test_rl_flow_zero2_both_backends(ray_local: None, tiny_model: Path, tmp_path
         flow.shutdown()
 
 
-def test_sft_with_lora_learns(tiny_model: Path, facts: Path, tmp_path: Path) -> None:  # noqa: F811
-    out = tmp_path / "sft"
+def _sft(out: Path, tiny_model: Path, data: Path, *extra: str) -> list[dict]:
     proc, left = run_cli(
         "train", "configs/smoke.yaml", *COMMON, f"output_dir={out}", f"model.path={tiny_model}", "stage=sft",
-        f"data.path={facts}", "max_steps=6", "learner.lr=2e-2", LORA,
+        f"data.path={data}", "learner.lr=1e-2", "checkpoint.save_steps=3", LORA, *extra,
     )  # fmt: skip
     assert proc.returncode == 0 and not left, proc.stderr[-4000:]
-    nll = [m["nll"] for m in _metrics(out)]
+    return _metrics(out)
+
+
+def test_sft_with_lora_learns_and_resumes_exactly(tiny_model: Path, facts: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "sft"
+    nll = [m["nll"] for m in _sft(out, tiny_model, facts, "max_steps=6")]
     # The same 4 pairs every step: NLL must fall at every step (at lr 1e-2 it went 6.11 -> 4.39 in 6 steps).
     assert len(nll) == 6 and all(b < a for a, b in zip(nll, nll[1:], strict=False)) and nll[-1] < 0.75 * nll[0], nll
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["trainable_params"] < summary["total_params"]
+    # Stop after the step-3 checkpoint, resume to step 6: the same NLL at every step.
+    split = tmp_path / "split"
+    _sft(split, tiny_model, facts, "max_steps=3")
+    resumed = [m["nll"] for m in _sft(split, tiny_model, facts, "max_steps=6", "--resume", str(split))]
+    assert resumed == pytest.approx(nll, rel=1e-4)
 
 
 def test_unknown_target_module_is_one_line_error(tiny_model: Path, facts: Path, tmp_path: Path) -> None:  # noqa: F811
