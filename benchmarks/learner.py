@@ -1,14 +1,17 @@
 """Learner benchmarks on CPU: (a) LearnerGroup throughput and peak actor RSS for 1/2 ranks under ZeRO-2/3
-on the tiny model; (b) peak memory of chunked vs naive completion logprobs at Qwen's vocabulary (151,936).
+on the tiny model, full fine-tuning and LoRA (same shape); (b) peak memory of chunked vs naive completion
+logprobs at Qwen's vocabulary (151,936).
 
     python benchmarks/learner.py [--updates 5] [--hidden 128 --layers 2] [--skip-learner] [--skip-logprobs]
-                                 [--out benchmarks/results/learner.json]
+                                 [--lora-r 8] [--rows 1:2,1:2:lora] [--out benchmarks/results/learner.json]
 
 (a) Each (ranks, zero_stage) builds a LearnerGroup from configs/smoke.yaml, runs one warm-up update, then
 times `--updates` updates of a synthetic batch (prompts_per_step x num_generations rows, prompt 64 + completion
 128 random tokens, advantages +-1). Tokens/s counts completion tokens trained (the 'learner_tokens' metric,
 summed over ranks). Peak RSS is sampled every 20 ms during the timed updates: each rank's max, summed over
-ranks (RSS includes shared pages such as torch's libraries, so it overstates private memory).
+ranks (RSS includes shared pages such as torch's libraries, so it overstates private memory). LoRA rows
+(learner.lora with r = --lora-r on every linear layer) also report trainable parameters and the AdamW state they
+need (2 fp32 moments per trainable parameter), the part of the memory LoRA removes.
 (b) Forward+backward of naive fp32 logits -> log_softmax -> gather versus chunked_token_logprobs, each in a
 fresh spawned process; the peak is ru_maxrss minus ru_maxrss right after the inputs were allocated.
 """
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = [(1, 2), (2, 2), (1, 3), (2, 3)]  # (ranks, zero_stage)
+CONFIGS = [(1, 2, False), (2, 2, False), (1, 3, False), (2, 3, False), (1, 2, True), (2, 3, True)]  # +LoRA
 
 
 def make_batch(rows: int, group: int, prompt_len: int, completion_len: int, vocab: int, seed: int = 0):
@@ -67,7 +70,7 @@ class RssSampler(threading.Thread):
         return self.peaks
 
 
-def bench_learner(model: Path, ranks: int, stage: int, args: argparse.Namespace) -> dict:
+def bench_learner(model: Path, ranks: int, stage: int, lora: bool, args: argparse.Namespace) -> dict:
     import ray
 
     from openrs_ray.config import load_config
@@ -78,6 +81,7 @@ def bench_learner(model: Path, ranks: int, stage: int, args: argparse.Namespace)
         f"generation.max_prompt_length={args.prompt_len}", f"generation.max_completion_length={args.completion_len}",
         f"learner.micro_batch_size={args.micro_batch}", f"learner.num_learners={ranks}", f"learner.zero_stage={stage}",
         f"max_steps={args.updates + 1}", "learner.lr=1e-4",
+        *([f"learner.lora={{r: {args.lora_r}, alpha: {2 * args.lora_r}}}"] if lora else []),
     ])  # fmt: skip
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     batch = make_batch(cfg.rows_per_step, args.generations, args.prompt_len, args.completion_len, vocab)
@@ -98,7 +102,9 @@ def bench_learner(model: Path, ranks: int, stage: int, args: argparse.Namespace)
         group.shutdown()
     tokens = sum(m["learner_tokens"] for m in metrics)
     return {
-        "ranks": ranks, "zero_stage": stage, "updates": args.updates, "init_s": init_s,
+        "ranks": ranks, "zero_stage": stage, "lora_r": args.lora_r if lora else None, "updates": args.updates,
+        "trainable_params": metrics[-1]["trainable_params"], "total_params": metrics[-1]["total_params"],
+        "adam_state_mib": metrics[-1]["trainable_params"] * 8 / 2**20, "init_s": init_s,
         "s_per_update": seconds / args.updates, "tokens_per_s": tokens / seconds,
         "tokens_per_update": tokens / args.updates, "loss_last": metrics[-1]["loss"],
         "peak_rss_mib": sum(peaks) / 2**20, "peak_rss_mib_per_rank": [p / 2**20 for p in peaks],
@@ -174,6 +180,9 @@ def main() -> None:
     parser.add_argument("--lp-hidden", type=int, default=64)
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the LoRA rows")
+    parser.add_argument("--rows", default=",".join(f"{r}:{z}" + (":lora" if lo else "") for r, z, lo in CONFIGS),
+                        help="learner rows as ranks:zero_stage[:lora], comma-separated")  # fmt: skip
     parser.add_argument("--skip-learner", action="store_true")
     parser.add_argument("--skip-logprobs", action="store_true")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/learner.json"))
@@ -193,18 +202,22 @@ def main() -> None:
             )
             ray.init(num_cpus=6, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False)
             try:
-                learner_rows = [bench_learner(model, ranks, stage, args) for ranks, stage in CONFIGS]
+                specs = [row.split(":") for row in args.rows.split(",")]
+                learner_rows = [bench_learner(model, int(r[0]), int(r[1]), r[2:] == ["lora"], args) for r in specs]
             finally:
                 ray.shutdown()
 
     if learner_rows:
         rows = f"{args.prompts}x{args.generations} rows of {args.prompt_len}+{args.completion_len} tokens"
         print(f"\nLearner: tiny Qwen2 (hidden {args.hidden}, {args.layers} layers), {rows}, micro {args.micro_batch}")
-        print(f"{'ranks':>5}{'ZeRO':>6}{'init s':>8}{'s/update':>10}{'tokens/s':>10}{'peak RSS MiB':>14}  per rank")
+        print(f"{'ranks':>5}{'ZeRO':>6}{'LoRA':>6}{'trainable':>11}{'Adam MiB':>9}{'init s':>8}{'s/update':>10}"
+              f"{'tokens/s':>10}{'peak RSS MiB':>14}  per rank")  # fmt: skip
         for r in learner_rows:
             per_rank = "/".join(f"{x:.0f}" for x in r["peak_rss_mib_per_rank"])
-            print(f"{r['ranks']:>5}{r['zero_stage']:>6}{r['init_s']:>8.1f}{r['s_per_update']:>10.3f}"
-                  f"{r['tokens_per_s']:>10.0f}{r['peak_rss_mib']:>14.0f}  {per_rank}")  # fmt: skip
+            lora = f"r{r['lora_r']}" if r["lora_r"] else "-"
+            print(f"{r['ranks']:>5}{r['zero_stage']:>6}{lora:>6}{r['trainable_params']:>11.0f}{r['adam_state_mib']:>9.1f}"
+                  f"{r['init_s']:>8.1f}{r['s_per_update']:>10.3f}{r['tokens_per_s']:>10.0f}{r['peak_rss_mib']:>14.0f}"
+                  f"  {per_rank}")  # fmt: skip
     if logprob_rows:
         r0 = logprob_rows[0]
         print(f"\nLogprobs fwd+bwd: B={r0['batch']} T={r0['seq']} H={r0['hidden']} V={r0['vocab']}"

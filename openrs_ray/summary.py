@@ -40,6 +40,7 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
         "weight_version": last.get("weight_version", 0),
         "stage": last.get("stage", "rl"),
         **{f"{k}_last": last[k] for k in ("nll", "kd_loss") if k in last},
+        **_param_counts(steps),
         "reward_mean_last": last.get("reward_mean", 0.0),
         "accuracy_mean_last": last.get("accuracy_mean", 0.0),
         "completion_tokens": sum(m.get("completion_tokens", 0) for m in steps),
@@ -48,6 +49,12 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_hours": last.get("cpu_hours", 0.0),
         "cost_dollars": last.get("cost_dollars", 0.0),
     }
+
+
+def _param_counts(steps: list[dict[str, Any]]) -> dict[str, int]:
+    """The learner's trainable and total parameters (LoRA: trainable < total), from the last step that trained."""
+    last = next((m for m in reversed(steps) if "total_params" in m), {})
+    return {k: int(last[k]) for k in ("trainable_params", "total_params") if k in last}
 
 
 def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:

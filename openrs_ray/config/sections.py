@@ -166,6 +166,35 @@ class BufferConfig(_Section):
     """Soft overlong penalty at max_completion_length (subtracted from the reward)."""
 
 
+QWEN2_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraConfig(_Section):
+    r: int = Field(default=16, gt=0)
+    """Rank of each adapter (PEFT's `r`)."""
+    alpha: float = Field(default=32.0, gt=0)
+    """Adapter scale numerator: the update is (alpha / r) * B @ A (PEFT's `lora_alpha`)."""
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the adapter's input while training (PEFT's `lora_dropout`)."""
+    target_modules: list[str] = Field(default_factory=lambda: list(QWEN2_LINEAR), min_length=1)
+    """Names of the linear layers that get adapters (a module matches when its name ends with one); every
+    name must match some module of the model (checked at learner start). Default: all of Qwen2's linears."""
+    modules_to_save: list[str] = Field(default_factory=list)
+    """Modules trained in full next to the adapters (e.g. lm_head); exported and saved with them."""
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> LoraConfig:
+        if any(not n.strip() for n in self.target_modules):
+            raise ValueError("learner.lora.target_modules: empty module name")
+        both = sorted(set(self.target_modules) & set(self.modules_to_save))
+        if both:
+            raise ValueError(
+                f"learner.lora.modules_to_save: {both} also in target_modules; a module gets an adapter "
+                "or is trained in full, not both"
+            )
+        return self
+
+
 class LearnerConfig(_Section):
     num_learners: int = Field(default=1, ge=1)
     """Data-parallel DeepSpeed learner actors."""
@@ -211,6 +240,9 @@ class LearnerConfig(_Section):
     off: logprobs at temperature 1, as the TRL Open-RS pinned (69ad852e) computed them."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters (PEFT) instead of every weight; None: full fine-tuning. Generators still get
+    full (merged) weights; checkpoints hold the adapter and the merged model."""
     timeout_s: float = Field(default=1800.0, gt=0)
     """Longest wait for one learner call (init or update) before the run fails with an error."""
 

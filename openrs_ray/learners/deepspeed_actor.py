@@ -19,6 +19,7 @@ from openrs_ray.learners.base import Learner
 from openrs_ray.learners.distill import masked_token_sum, nll, partition_logprobs, token_kl
 from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm
 from openrs_ray.learners.logprobs import CompletionLogprobs, pack_rows
+from openrs_ray.learners.lora import LoraPolicy, param_counts
 from openrs_ray.learners.loss import policy_loss
 from openrs_ray.types import TrainBatch
 
@@ -54,6 +55,7 @@ class DeepSpeedLearner(Learner):
         self.engine: Any = None
         self.ref: Any = None  # CompletionLogprobs of the frozen initial policy, when beta > 0
         self.teacher: Any = None  # frozen KD teacher on this rank (kd.teacher_source = learner)
+        self.lora: LoraPolicy | None = None  # the PEFT wrapper when learner.lora is set
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the process group."""
@@ -76,14 +78,17 @@ class DeepSpeedLearner(Learner):
         model = load_causal_lm(self.cfg)
         if lc.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        policy = CompletionLogprobs(model)  # the engine's forward returns completion logprobs
-        optimizer = torch.optim.AdamW(policy.parameters(), lr=lc.lr, betas=lc.adam_betas, weight_decay=lc.weight_decay)
+        self.lora = LoraPolicy(model, lc) if lc.lora is not None else None  # adapters on a frozen base
+        policy = CompletionLogprobs(self.lora.causal_lm if self.lora else model)  # forward: completion logprobs
+        self.param_counts = param_counts(policy, log=self.rank == 0)
+        trainable = [p for p in policy.parameters() if p.requires_grad]  # LoRA: only adapters get Adam state
+        optimizer = torch.optim.AdamW(trainable, lr=lc.lr, betas=lc.adam_betas, weight_decay=lc.weight_decay)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=policy, optimizer=optimizer, lr_scheduler=build_scheduler(optimizer, self.cfg),
             config=deepspeed_config(self.cfg),
         )  # fmt: skip
         if lc.beta > 0 and self.cfg.stage == "rl":  # only then: a second model costs memory
-            self.ref = build_reference(self.cfg)
+            self.ref = self.lora.reference(self.engine) if self.lora else build_reference(self.cfg)
         if self.cfg.stage == "kd_token" and self.cfg.kd.teacher_source == "learner":
             self.teacher = build_reference(self.cfg, self.cfg.kd.teacher)
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -223,6 +228,7 @@ class DeepSpeedLearner(Learner):
             "lr": float(self.scheduler.get_last_lr()[0]),
             "learner_tokens": tokens,
             "learn_s": time.perf_counter() - t0,
+            **self.param_counts,
         }
 
     @torch.no_grad()
@@ -240,6 +246,9 @@ class DeepSpeedLearner(Learner):
         """
         import deepspeed
 
+        if self.lora is not None:  # adapters merged into the base weights, under the base names
+            yield from self.lora.merged_parameters(device)
+            return
         for name, param in self.engine.module.causal_lm.named_parameters():
             with deepspeed.zero.GatheredParameters([param], enabled=self.cfg.learner.zero_stage == 3):
                 yield name, param.detach().to(device, copy=True)
@@ -274,6 +283,8 @@ class DeepSpeedLearner(Learner):
 
     def weight_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, full shape, dtype) of every parameter, in the order they are sent."""
+        if self.lora is not None:
+            return self.lora.weight_specs()
         out = []
         for name, p in self.engine.module.causal_lm.named_parameters():
             shape = tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 keeps the full shape aside
@@ -309,17 +320,28 @@ class DeepSpeedLearner(Learner):
         return self._channel.send(tensors, self.weight_specs(), bucket_bytes)
 
     def save(self, path: str) -> str:
-        """HF-format checkpoint (weights + config + tokenizer) plus DeepSpeed state for resume. Collective."""
-        from transformers import AutoTokenizer
+        """HF-format checkpoint (weights + config + tokenizer) plus DeepSpeed state for resume. Collective.
 
+        With LoRA the HF weights are the merged model and out/adapter holds the adapter (PEFT's format)."""
         out = Path(path)
         state = dict(self._full_parameters())
         self.engine.save_checkpoint(str(out / "deepspeed"))  # optimizer, scheduler, ZeRO partitions
+        if self.lora is not None:
+            adapter = self.lora.adapter_state()  # collective under ZeRO-3
+            if self.rank == 0:
+                self.lora.save(out, state, adapter)
+                self._save_tokenizer(out)
+            return str(out)
         if self.rank == 0:
             self.engine.module.causal_lm.save_pretrained(out, state_dict=state, safe_serialization=True)
-            mc = self.cfg.model
-            AutoTokenizer.from_pretrained(mc.path, trust_remote_code=mc.trust_remote_code).save_pretrained(out)
+            self._save_tokenizer(out)
         return str(out)
+
+    def _save_tokenizer(self, out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        mc = self.cfg.model
+        AutoTokenizer.from_pretrained(mc.path, trust_remote_code=mc.trust_remote_code).save_pretrained(out)
 
     def load(self, path: str) -> str:
         """Restore weights, optimizer and scheduler from a DeepSpeed checkpoint folder. Collective."""

@@ -7,7 +7,7 @@ import sys
 
 import ray
 
-from openrs_ray.config import RunConfig
+from openrs_ray.config import ConfigError, RunConfig
 from openrs_ray.learners.deepspeed_actor import DeepSpeedLearner
 from openrs_ray.types import TrainBatch, WeightVersion
 
@@ -43,7 +43,10 @@ class LearnerGroup:
 
     def wait_ready(self) -> list[dict[str, float]]:
         """Block until every rank has joined the group and built its engine; returns their init stats."""
-        return self.wait(self._starting, "init()")
+        try:
+            return self.wait(self._starting, "init()")
+        except ConfigError as err:  # a key only checkable against the model (learner.lora.target_modules)
+            raise ConfigError(str(getattr(err, "cause", err))) from None
 
     def wait(self, refs: list, what: str) -> list:
         """ray.get of learner calls, bounded by learner.timeout_s (a timeout names the call)."""

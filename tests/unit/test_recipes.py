@@ -25,9 +25,10 @@ SRLM_RUNS = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft", "kd", "kd
 SRLM_PIPELINES = {arm: CONFIGS / f"srlm-0.5b-{arm}.yaml" for arm in ("sft-rl", "kd-rl")}
 EVAL = CONFIGS / "eval-open-rs.yaml"
 EVAL_SRLM = CONFIGS / "eval-srlm-gsm8k.yaml"
+LORA_RECIPES = [CONFIGS / "srlm-0.5b-sft-lora.yaml", CONFIGS / "open-rs3-lora.yaml"]
 # The recipes (every field commented with its source); smoke.yaml is a test fixture, not a recipe.
 RECIPES = [*OPEN_RS.values(), CONFIGS / "open-rs3-tokens.yaml", *SRLM_RUNS.values(), *SRLM_PIPELINES.values(), EVAL,
-           EVAL_SRLM]  # fmt: skip
+           EVAL_SRLM, *LORA_RECIPES]  # fmt: skip
 ENGLISH_ONLY = " Note that respond by English, NOT use other languages."
 GSM8K_TRAIN_ROWS = 7473
 
