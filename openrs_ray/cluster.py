@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,9 +29,8 @@ def ray_cluster(cc: ClusterConfig, model: ModelConfig | None = None) -> Iterator
     if ray.is_initialized():
         yield
         return
-    joining = cc.address is not None or "RAY_ADDRESS" in os.environ
     kwargs: dict = {"address": cc.address, "log_to_driver": True}
-    if not joining:
+    if not joining(cc):
         kwargs.update(
             num_cpus=cc.num_cpus,
             object_store_memory=int(object_store_gb(cc, model) * GIB),
@@ -41,6 +41,11 @@ def ray_cluster(cc: ClusterConfig, model: ModelConfig | None = None) -> Iterator
         yield
     finally:
         ray.shutdown()
+
+
+def joining(cc: ClusterConfig) -> bool:
+    """True when the run joins an existing cluster (cluster.address, or RAY_ADDRESS inside `ray job submit`)."""
+    return cc.address is not None or "RAY_ADDRESS" in os.environ
 
 
 def object_store_gb(cc: ClusterConfig, model: ModelConfig | None) -> float:
@@ -101,32 +106,40 @@ def role_counts(cfg: RunConfig) -> dict[str, int]:
     return counts
 
 
-def check_resources(cfg: RunConfig) -> None:
+def check_resources(cfg: RunConfig, wait_s: float | None = None) -> None:
     """Fail in seconds, with one line naming what is missing, when the cluster cannot hold every role.
 
     Without this a role that never schedules waits silently until learner.timeout_s (30 minutes). Counts
-    the cluster's total GPUs, logical CPUs and object store against what the stage's actors reserve.
+    the cluster's total GPUs, logical CPUs and object store against what the stage's actors reserve. A
+    joined cluster gets `wait_s` (default 60 s) for worker nodes still registering; an embedded one none.
     """
     import ray
 
-    cc, have = cfg.cluster, ray.cluster_resources()
-    counts = role_counts(cfg)
+    wait_s = (60.0 if joining(cfg.cluster) else 0.0) if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    while (missing := _missing(cfg, ray.cluster_resources())) and time.monotonic() < deadline:
+        time.sleep(2.0)
+    if missing:
+        raise ConfigError(missing)
+    _check_object_store(cfg, ray.cluster_resources().get("object_store_memory", 0.0))
+
+
+def _missing(cfg: RunConfig, have: dict[str, float]) -> str | None:
+    """The one-line shortage of GPUs or CPUs, or None when the roles fit."""
+    cc, counts = cfg.cluster, role_counts(cfg)
     if cc.use_gpu:
         gpu_roles = {k: v for k, v in counts.items() if k != "verifier" and v}
         need = sum(gpu_roles.values())
         if have.get("GPU", 0) < need:
             roles = " + ".join(_plural(n, role) for role, n in gpu_roles.items())
-            raise ConfigError(
-                f"cluster.use_gpu: needs {_plural(need, 'GPU')} for {roles}; the cluster has {int(have.get('GPU', 0))}"
-            )
+            has = int(have.get("GPU", 0))
+            return f"cluster.use_gpu: needs {_plural(need, 'GPU')} for {roles}; the cluster has {has}"
     each = {"engine": cc.generator_cpus, "learner": cc.learner_cpus, "verifier": cc.verifier_cpus}
     cpus = sum(counts[r] * each[r] for r in counts)
     if have.get("CPU", 0) + 1e-9 < cpus:
         parts = " + ".join(f"{_plural(counts[r], r)} x {each[r]:g}" for r in counts if counts[r] and each[r])
-        raise ConfigError(
-            f"cluster: needs {cpus:g} CPUs for {parts} (cluster.*_cpus); the cluster has {have.get('CPU', 0):g}"
-        )
-    _check_object_store(cfg, have.get("object_store_memory", 0.0))
+        return f"cluster: needs {cpus:g} CPUs for {parts} (cluster.*_cpus); the cluster has {have.get('CPU', 0):g}"
+    return None
 
 
 def _check_object_store(cfg: RunConfig, store: float) -> None:

@@ -41,6 +41,17 @@ def _engines_match_learner(flow: Orchestrator) -> None:
         assert _max_diff(engine, learner) < 1e-3, f"engine {i} disagrees with the learner"
 
 
+def test_placement_of_every_role(flow: Orchestrator) -> None:
+    where = flow.placement()  # what the first metrics.jsonl line records
+    assert [len(where["learners"]), len(where["generators"])] == [2, 2]
+    node = ray.get_runtime_context().get_node_id()
+    for actor in where["learners"] + where["generators"]:
+        assert actor["node_id"] == node and actor["gpu_ids"] == []
+        assert actor["cuda_visible_devices"] == ""  # actors given no GPU see none, even on a GPU machine
+    assert [w["device"] for w in where["learners"]] == ["cpu", "cpu"]
+    assert [w["engine_id"] for w in where["generators"]] == [0, 1]
+
+
 def test_collective_broadcast_carries_the_weights(flow: Orchestrator) -> None:
     before = flow.learners.logprobs(PROMPT, COMPLETION)
     metrics = [flow.step() for _ in range(2)]

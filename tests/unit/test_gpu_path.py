@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from openrs_ray.broadcast.channel import WeightChannel, channel_backend, channel_timeout_s, driver_wait_s
-from openrs_ray.cluster import _check_object_store, actor_env, object_store_gb, role_counts, weights_bytes
+from openrs_ray.cluster import _check_object_store, _missing, actor_env, object_store_gb, role_counts, weights_bytes
 from openrs_ray.config import ConfigError, load_config
 from openrs_ray.learners.engine import deepspeed_config, off_device
 from tests.conftest import REPO
@@ -66,6 +66,21 @@ def test_role_counts_per_stage() -> None:
         "engine": 1, "learner": 3, "verifier": 2,
     }  # fmt: skip
     assert role_counts(_cfg("stage=sft", "learner.num_learners=2")) == {"engine": 0, "learner": 2, "verifier": 0}
+
+
+def test_shortage_is_one_line_naming_what_is_missing() -> None:
+    open_rs = _cfg("prompts_per_step=3", "learner.num_learners=3", "cluster.use_gpu=true")  # 1 engine + 3 learners
+    assert _missing(open_rs, {"GPU": 1.0, "CPU": 64.0}) == (
+        "cluster.use_gpu: needs 4 GPUs for 1 engine + 3 learners; the cluster has 1"
+    )
+    assert _missing(open_rs, {"GPU": 4.0, "CPU": 64.0}) is None
+    # KubeRay: GPU actors reserve no CPUs; only the verifiers (2 x 0.5) need logical CPUs.
+    kuberay = open_rs.model_copy(deep=True)
+    kuberay.cluster.generator_cpus = kuberay.cluster.learner_cpus = 0
+    assert _missing(kuberay, {"GPU": 4.0, "CPU": 1.0}) is None
+    assert _missing(kuberay, {"GPU": 4.0}) == (
+        "cluster: needs 1 CPUs for 2 verifiers x 0.5 (cluster.*_cpus); the cluster has 0"
+    )
 
 
 def test_actor_env_hides_gpus_from_cpu_actors_and_sets_gpu_threads() -> None:
