@@ -75,6 +75,7 @@ def test_engine_added_mid_run_joins_the_group(flow: Orchestrator) -> None:
 
 
 def test_killed_engine_is_replaced_and_rejoins_the_channel(flow: Orchestrator) -> None:
+    flow.step()  # the channel is formed with the current engines before one of them dies
     restarts, epoch, version = flow.generators.restarts, flow.broadcast.epoch, flow.broadcast.version
     victim = flow.generators.engines[0]  # least-loaded dispatch gives it a prompt of the next step
     pid = ray.get(victim.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
