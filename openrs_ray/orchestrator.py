@@ -138,6 +138,10 @@ class Orchestrator:
         """Engines (serving the newest published weights) and verifiers an evaluation runs on."""
         return self.generators, self.verifiers
 
+    def placement(self) -> dict[str, list[dict]]:
+        """Node and GPU of every learner rank and engine."""
+        return {"learners": self.learners.placement(), "generators": self.generators.placement()}
+
     def _start(self, component: Any) -> Any:
         self.started.append(component)
         return component

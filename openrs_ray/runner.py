@@ -46,15 +46,17 @@ def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     resume=True continues from the newest complete checkpoint in output_dir.
     """
     from openrs_ray.checkpoint import latest_checkpoint
-    from openrs_ray.cluster import ray_cluster
+    from openrs_ray.cluster import check_resources, ray_cluster
     from openrs_ray.runlog import RunFolder
 
     ckpt = latest_checkpoint(cfg.output_dir) if resume else None
     if resume and ckpt is None:
         raise ConfigError(f"--resume: no complete checkpoint in {cfg.output_dir}/checkpoints")
     step0 = int(ckpt.name.split("-")[1]) if ckpt else None
-    run = RunFolder(cfg, overwrite=overwrite, resume_step=step0)
-    with ray_cluster(cfg.cluster):
+    with ray_cluster(cfg.cluster, cfg.model):
+        if cfg.cluster.preflight:  # too few GPUs/CPUs: one line in seconds, not a silent wait
+            check_resources(cfg)
+        run = RunFolder(cfg, overwrite=overwrite, resume_step=step0)
         driver = make_driver(cfg)
         try:
             driver.setup(resume=ckpt)
@@ -93,8 +95,11 @@ def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
         if hook is not None and driver.step_idx == 0:  # the starting point, before any update
             hook.run(0, *driver.eval_targets(), progress=bar)
         task = bar.add_task(cfg.stage, total=cfg.max_steps, completed=driver.step_idx, info="")
+        placement = driver.placement()  # where each role landed: recorded once, with the first step
         while driver.step_idx < cfg.max_steps:
             m = driver.step()
+            if placement is not None:
+                m["placement"], placement = placement, None
             step = driver.step_idx
             evaluate = hook is not None and hook.due(step)
             if (cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0) or evaluate:

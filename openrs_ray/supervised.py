@@ -76,6 +76,11 @@ class SupervisedTrainer:
                 "token-level KD compares distributions token by token (use kd_seq across tokenizers)"
             )
 
+    def placement(self) -> dict[str, list[dict]]:
+        """Node and GPU of every learner rank (and teacher engine)."""
+        out = {"learners": self.learners.placement()}
+        return out if self.teacher is None else {**out, "teacher": self.teacher.placement()}
+
     def _start(self, component: Any) -> Any:
         self.started.append(component)
         return component

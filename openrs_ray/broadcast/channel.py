@@ -7,17 +7,46 @@ touching them. A process group cannot grow: when engines join or leave, the broa
 under a new epoch prefix on the same store.
 
 Tensors travel in flat buckets of one dtype (bucket_size_mb), so the receiver holds at most one bucket
-beside the model while vLLM's reload consumes it.
+beside the model while vLLM's reload consumes it. Under NCCL `Work.wait()` only orders the GPU streams and
+returns at once; each bucket is synchronised before the next is built, so the sender never queues a second
+copy of the weights and the measured seconds are the transfer's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
+if TYPE_CHECKING:
+    from openrs_ray.config import RunConfig
+
 Spec = tuple[str, tuple[int, ...], str]  # (name, shape, dtype name)
+Backend = Literal["gloo", "nccl"]
+
+
+def channel_backend(cfg: RunConfig) -> Backend:
+    """NCCL when the run is on GPUs, gloo otherwise: chosen from the config so both sides agree."""
+    return "nccl" if cfg.cluster.use_gpu else "gloo"
+
+
+def driver_wait_s(cfg: RunConfig) -> float:
+    """How long the driver waits for the engines to join or receive a version before naming the late ones.
+
+    In asynchronous mode an engine receives a version only after the generation it is busy with, which
+    may take up to generation.timeout_s.
+    """
+    busy = cfg.generation.timeout_s if cfg.buffer.max_staleness > 0 else 0.0
+    return cfg.broadcast.timeout_s + busy
+
+
+def channel_timeout_s(cfg: RunConfig) -> float:
+    """How long a member of the channel waits for the others in one collective. Under NCCL a collective
+    past its timeout aborts the process instead of raising, so the group outwaits the driver by a minute:
+    the driver's error naming the late engine comes first and shuts the run down cleanly."""
+    return driver_wait_s(cfg) + 60.0
 
 
 def plan_buckets(specs: list[Spec], bucket_bytes: int) -> list[list[int]]:
@@ -38,15 +67,18 @@ class WeightChannel:
     """One side of the group: `send` on rank 0 (the learner), `receive` on the engines."""
 
     def __init__(
-        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float, device: str = "cpu"
-    ) -> None:
+        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float,
+        device: str = "cpu", backend: Backend = "gloo",
+    ) -> None:  # fmt: skip
         from torch.distributed import PrefixStore, TCPStore
 
         timeout = timedelta(seconds=timeout_s)
-        self.rank, self.device = rank, torch.device(device)
+        self.rank, self.device, self.backend = rank, torch.device(device), backend
+        if (backend == "nccl") != (self.device.type == "cuda"):
+            raise ValueError(f"weight channel: backend {backend} cannot carry tensors on {device}")
         self._store = TCPStore(host, port, None, is_master=False, timeout=timeout, wait_for_workers=False)
         store = PrefixStore(f"openrs-weights/{epoch}", self._store)
-        if self.device.type == "cuda":  # GPU to GPU: NCCL, buffers stay on the device
+        if backend == "nccl":  # GPU to GPU: buffers stay on the device
             from torch.distributed.distributed_c10d import ProcessGroupNCCL
 
             options = ProcessGroupNCCL.Options()
@@ -63,6 +95,7 @@ class WeightChannel:
         for bucket in plan_buckets(specs, bucket_bytes):
             flat = torch.cat([next(it).reshape(-1).to(self.device) for _ in bucket])
             self.group.broadcast(flat, 0).wait()
+            self._synchronize()  # one bucket in flight: bounded memory, honest timing
             sent += flat.numel() * flat.element_size()
         return sent
 
@@ -73,12 +106,19 @@ class WeightChannel:
             dtype = getattr(torch, specs[bucket[0]][2])
             flat = torch.empty(sum(s.numel() for s in shapes), dtype=dtype, device=self.device)
             self.group.broadcast(flat, 0).wait()
+            self._synchronize()
             for i, piece in zip(bucket, flat.split([s.numel() for s in shapes]), strict=True):
                 yield specs[i][0], piece.view(shapes[bucket.index(i)])
 
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def close(self) -> None:
-        """Drop the group (its peers may already be gone)."""
-        self.group = None
+        """Shut the group down (its peers may already be gone: NCCL communicators are aborted, not drained)."""
+        group, self.group = self.group, None
+        if group is not None and self.backend == "nccl":
+            group.abort()
 
 
 def serve_store(port: int, timeout_s: float) -> object:

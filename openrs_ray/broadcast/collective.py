@@ -2,7 +2,9 @@
 
 Process groups cannot grow, and no framework we know adds an engine to a running job. Here the
 group carries a membership epoch: when engines join, leave or are replaced, the next publish forms a
-new group (same store, new prefix). A joining engine first catches up through the object store, so it
+new group (same store, new prefix) and every surviving member shuts its old group down. Membership is
+keyed on each engine's incarnation, not its id: a dead engine is replaced under the same id by a fresh
+process that holds no channel yet. A joining engine first catches up through the object store, so it
 serves the current version before it is ever a member.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 
 from openrs_ray.broadcast.base import WeightBroadcast
+from openrs_ray.broadcast.channel import channel_backend, channel_timeout_s, driver_wait_s
 from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.types import WeightVersion
@@ -25,6 +28,9 @@ class CollectiveBroadcast(WeightBroadcast):
         self.learners, self.generators = learners, generators
         self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s
         self.version, self.epoch = version, 0
+        cfg = generators.cfg
+        self.backend, self.channel_timeout_s = channel_backend(cfg), channel_timeout_s(cfg)
+        self.wait_s = max(timeout_s, driver_wait_s(cfg))  # an async engine receives after its generation
         self._members: list[int] | None = None
         self._address: tuple[str, int] | None = None
         self._specs: list | None = None
@@ -36,7 +42,7 @@ class CollectiveBroadcast(WeightBroadcast):
 
     def _form_group(self) -> None:
         """(Re)form the group when the engines changed since the last publish."""
-        members = [e.engine_id for e in self.generators.engines]
+        members = [e.incarnation for e in self.generators.engines]
         if members == self._members:
             return
         if self._address is None:
@@ -45,8 +51,8 @@ class CollectiveBroadcast(WeightBroadcast):
         host, port = self._address
         world = 1 + len(members)
         sender = self.learners.open_channel(host, port, world, self.epoch)
-        receivers = self.generators.open_channel(host, port, world, self.epoch, self.timeout_s)
-        self.generators.wait_engines(receivers, "joining the weight channel", self.timeout_s)
+        receivers = self.generators.open_channel(host, port, world, self.epoch, self.channel_timeout_s, self.backend)
+        self.generators.wait_engines(receivers, "joining the weight channel", self.wait_s)
         self.learners.wait(sender, "open_channel()")
         self._members = members
 
@@ -57,7 +63,7 @@ class CollectiveBroadcast(WeightBroadcast):
         version = self.version + 1
         receivers = self.generators.receive_weights(self._specs, self.bucket_bytes, version)
         senders = self.learners.send_weights(self.bucket_bytes)
-        self.generators.wait_engines(receivers, f"receiving weight version {version}", self.timeout_s)
+        self.generators.wait_engines(receivers, f"receiving weight version {version}", self.wait_s)
         nbytes = self.learners.wait(senders, "send_weights()")[0]
         self.version = version
         seconds = time.perf_counter() - t0

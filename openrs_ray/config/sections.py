@@ -95,8 +95,8 @@ class GenerationConfig(_Section):
     """KV cache size per engine in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."""
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     """Share of GPU memory vLLM may take (GPU only)."""
-    enforce_eager: bool = True
-    """Skip CUDA graph capture (faster start, slower decode; CPU: skip the compiled path)."""
+    enforce_eager: bool | None = None
+    """Skip CUDA graph capture (faster start, slower decode); None: eager on CPU, CUDA graphs on GPU."""
     timeout_s: float = Field(default=900.0, gt=0)
     """Longest wait for one engine's batch of rollouts before the step fails with an error."""
     start_timeout_s: float = Field(default=600.0, gt=0)
@@ -261,8 +261,8 @@ class ClusterConfig(_Section):
     """Ray address to join ('auto', 'ray://host:10001'); None starts an embedded local Ray."""
     num_cpus: int | None = Field(default=None, ge=1)
     """Logical CPUs of the embedded local Ray (None: Ray's default)."""
-    object_store_memory_gb: float = Field(default=2.0, gt=0)
-    """Object store size of the embedded local Ray."""
+    object_store_memory_gb: float | None = Field(default=None, gt=0)
+    """Object store size of the embedded local Ray; None: 2 GiB on CPU, on GPU two weight versions + 1 GiB."""
     use_gpu: bool = False
     """Give each generator and learner actor one GPU."""
     generator_cpus: float = Field(default=1.0, ge=0)
@@ -276,6 +276,10 @@ class ClusterConfig(_Section):
     worker_niceness: int = Field(default=0, ge=0, le=19)
     """Niceness of the embedded local Ray's workers (the actors). Ray's own default, 15, lets any other work on
     the machine take the CPU from them; 0 runs them like the driver. A cluster that is joined keeps its own."""
+    gpu_actor_threads: int = Field(default=8, ge=1)
+    """OpenMP threads of a GPU actor reserved with fewer than one CPU (KubeRay's num_cpus=0 would give it 1)."""
+    preflight: bool = True
+    """Check the cluster's GPUs, CPUs and object store before spawning; off for autoscaling clusters."""
 
 
 class MetricsConfig(_Section):

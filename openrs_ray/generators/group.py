@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from openrs_ray.cluster import actor_env
 from openrs_ray.config import RunConfig
 from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.types import Prompt, Rollout
@@ -22,6 +23,7 @@ from openrs_ray.types import Prompt, Rollout
 class _Engine:
     engine_id: int
     actor: ray.actor.ActorHandle
+    incarnation: int  # unique per spawned actor: a replacement keeps the id, never the incarnation
     in_flight: int = 0  # prompts dispatched and not yet returned
 
 
@@ -52,12 +54,13 @@ class GeneratorGroup:
             self._engine_cfg.model.path = model_path
         self.base_version = version
         cc = cfg.cluster
+        gpus = 1 if cc.use_gpu else 0  # one GPU per engine: no tensor parallelism (see vllm_actor)
         self._actor_cls = ray.remote(VLLMGenerator).options(
             num_cpus=cc.generator_cpus,
-            num_gpus=1 if cc.use_gpu else 0,
-            runtime_env={"env_vars": dict(cc.env_vars)},
+            num_gpus=gpus,
+            runtime_env={"env_vars": actor_env(cc, cc.generator_cpus, gpus)},
         )
-        self._next_id = 0
+        self._next_id = self._spawned = 0
         self._latest: tuple[list, int] | None = None  # newest (bucket refs, version): late joiners load it
         # Where late joiners get weights when the broadcast keeps no object-store copy (collective).
         self.catch_up: Callable[[], tuple[list, int]] | None = None
@@ -69,7 +72,11 @@ class GeneratorGroup:
         if ids is None:
             ids = list(range(self._next_id, self._next_id + n))
             self._next_id += n
-        return [_Engine(i, self._actor_cls.remote(i, self._engine_cfg, self.base_version)) for i in ids]
+        engines = []
+        for i in ids:
+            self._spawned += 1
+            engines.append(_Engine(i, self._actor_cls.remote(i, self._engine_cfg, self.base_version), self._spawned))
+        return engines
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
@@ -192,10 +199,12 @@ class GeneratorGroup:
         self._latest = (bucket_refs, version)
         return self._sync(self.engines, bucket_refs, version)
 
-    def open_channel(self, host: str, port: int, world_size: int, epoch: int, timeout_s: float) -> list:
-        """Refs of every engine joining the weight channel as ranks 1..n."""
+    def open_channel(
+        self, host: str, port: int, world_size: int, epoch: int, timeout_s: float, backend: str = "gloo"
+    ) -> list:
+        """Refs of every engine joining the weight channel as ranks 1..n (each leaves its previous group)."""
         return [
-            e.actor.open_channel.remote(host, port, rank, world_size, epoch, timeout_s)
+            e.actor.open_channel.remote(host, port, rank, world_size, epoch, timeout_s, backend)
             for rank, e in enumerate(self.engines, start=1)
         ]
 
@@ -214,6 +223,11 @@ class GeneratorGroup:
     def reported_versions(self) -> list[int]:
         """The weight version each engine says it serves (asked, not remembered)."""
         return [int(r["version"]) for r in self._report()]
+
+    def placement(self) -> list[dict]:
+        """Node and GPU of each engine, in engine order."""
+        refs = [e.actor.placement.remote() for e in self.engines]
+        return self._wait(refs, self.engines, "placement", self.cfg.generation.timeout_s)
 
     def busy_seconds(self) -> float:
         """Seconds the current engines have spent generating, summed."""

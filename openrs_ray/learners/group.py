@@ -6,7 +6,10 @@ import os
 import sys
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from openrs_ray.cluster import actor_env
 from openrs_ray.config import ConfigError, RunConfig
 from openrs_ray.learners.deepspeed_actor import DeepSpeedLearner
 from openrs_ray.types import TrainBatch, WeightVersion
@@ -23,23 +26,38 @@ def learner_env(cfg: RunConfig) -> dict[str, str]:
     }
     if not cfg.cluster.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
-    return {**env, **cfg.cluster.env_vars}
+    cc = cfg.cluster
+    return {**env, **actor_env(cc, cc.learner_cpus, 1 if cc.use_gpu else 0)}
 
 
 class LearnerGroup:
-    """Starts `num_learners` DeepSpeedLearner actors forming one process group; rank 0 publishes."""
+    """Starts `num_learners` DeepSpeedLearner actors forming one process group; rank 0 publishes.
+
+    The ranks are one placement group (PACK): on a node with enough GPUs they all land there, so their
+    all-reduces stay inside the node; otherwise Ray spreads them over as few nodes as it can.
+    """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         lc, cc = cfg.learner, cfg.cluster
-        actor_cls = ray.remote(DeepSpeedLearner).options(
-            num_cpus=cc.learner_cpus,
-            num_gpus=1 if cc.use_gpu else 0,
-            runtime_env={"env_vars": learner_env(cfg)},
-        )
-        self.actors = [actor_cls.remote(rank, cfg) for rank in range(lc.num_learners)]
+        gpus = 1 if cc.use_gpu else 0
+        bundle = {k: v for k, v in {"CPU": cc.learner_cpus, "GPU": gpus}.items() if v > 0}
+        self.pg = placement_group([bundle] * lc.num_learners, strategy="PACK") if bundle else None
+        actor_cls = ray.remote(DeepSpeedLearner)
+        options = {"num_cpus": cc.learner_cpus, "num_gpus": gpus, "runtime_env": {"env_vars": learner_env(cfg)}}
+        self.actors = [
+            actor_cls.options(**options, scheduling_strategy=self._in_group(rank)).remote(rank, cfg)
+            for rank in range(lc.num_learners)
+        ]
         addr, port = ray.get(self.actors[0].rendezvous.remote(), timeout=lc.timeout_s)
         self._starting = [a.init.remote(addr, port) for a in self.actors]  # collective: all ranks at once
+
+    def _in_group(self, rank: int) -> PlacementGroupSchedulingStrategy | None:
+        return None if self.pg is None else PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=rank)
+
+    def placement(self) -> list[dict]:
+        """Node and GPU of each rank, in rank order."""
+        return self._all("placement")
 
     def wait_ready(self) -> list[dict[str, float]]:
         """Block until every rank has joined the group and built its engine; returns their init stats."""
@@ -120,3 +138,6 @@ class LearnerGroup:
             pass
         for a in self.actors:
             ray.kill(a)
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None

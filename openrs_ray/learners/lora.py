@@ -159,6 +159,14 @@ class LoraPolicy:
                 merged = merged_weight(param, a, b, layer.scaling[ADAPTER], layer.fan_in_fan_out)
             yield name, merged.to(device)
 
+    def join_gathers(self) -> None:
+        """Ranks other than 0: take part in merged_parameters' ZeRO-3 gathers (same groups, same order), copying
+        nothing, while rank 0 reads the merged weights."""
+        for _, param, layer in self._entries():
+            group = [param] if layer is None else [param, layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight]
+            with self._gathered(group):
+                pass
+
     def weight_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(base name, full shape, dtype) of every exported tensor, in send order."""
         return [

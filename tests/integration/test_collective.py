@@ -1,11 +1,15 @@
 """The collective weight broadcast (a gloo group of learner rank 0 and the engines) on real actors,
-with ZeRO-3 learners (parameters gathered one by one while sending) and an engine added mid-run."""
+with ZeRO-3 learners (parameters gathered one by one while sending), an engine added mid-run, and an
+engine whose process is killed mid-run (its replacement rejoins the group)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
+import ray
 
 from openrs_ray.config import load_config
 from openrs_ray.control import scale_generators
@@ -37,6 +41,17 @@ def _engines_match_learner(flow: Orchestrator) -> None:
         assert _max_diff(engine, learner) < 1e-3, f"engine {i} disagrees with the learner"
 
 
+def test_placement_of_every_role(flow: Orchestrator) -> None:
+    where = flow.placement()  # what the first metrics.jsonl line records
+    assert [len(where["learners"]), len(where["generators"])] == [2, 2]
+    node = ray.get_runtime_context().get_node_id()
+    for actor in where["learners"] + where["generators"]:
+        assert actor["node_id"] == node and actor["gpu_ids"] == []
+        assert actor["cuda_visible_devices"] == ""  # actors given no GPU see none, even on a GPU machine
+    assert [w["device"] for w in where["learners"]] == ["cpu", "cpu"]
+    assert [w["engine_id"] for w in where["generators"]] == [0, 1]
+
+
 def test_collective_broadcast_carries_the_weights(flow: Orchestrator) -> None:
     before = flow.learners.logprobs(PROMPT, COMPLETION)
     metrics = [flow.step() for _ in range(2)]
@@ -56,4 +71,23 @@ def test_engine_added_mid_run_joins_the_group(flow: Orchestrator) -> None:
     metrics = flow.step()  # the next publish forms a 3-engine group
     assert flow.broadcast.epoch == epoch + 1 and metrics["weight_version"] == version + 1
     assert flow.generators.reported_versions() == [version + 1] * 3
+    _engines_match_learner(flow)
+
+
+def test_killed_engine_is_replaced_and_rejoins_the_channel(flow: Orchestrator) -> None:
+    flow.step()  # the channel is formed with the current engines before one of them dies
+    restarts, epoch, version = flow.generators.restarts, flow.broadcast.epoch, flow.broadcast.version
+    victim = flow.generators.engines[0]  # least-loaded dispatch gives it a prompt of the next step
+    pid = ray.get(victim.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+    os.kill(pid, signal.SIGKILL)
+    trained: list[str] = []
+    for _ in range(3):
+        metrics = flow.step()
+        assert metrics["groups_trained"] == flow.cfg.prompts_per_step
+        trained += metrics["prompt_uids"]
+    assert len(trained) == len(set(trained)) == 3 * flow.cfg.prompts_per_step  # every prompt trained once
+    assert flow.generators.restarts == restarts + 1
+    # The replacement holds the dead engine's id but is a new member: the group was re-formed once.
+    assert flow.broadcast.epoch == epoch + 1 and flow.broadcast.version == version + 3
+    assert flow.generators.reported_versions() == [version + 3] * len(flow.generators.engines)
     _engines_match_learner(flow)
