@@ -57,7 +57,7 @@ def ray_cluster(cc: ClusterConfig, model: ModelConfig | None = None) -> Iterator
             object_store_memory=int(object_store_gb(cc, model) * GIB),
             include_dashboard=False,
         )
-    with _worker_niceness(None if joining else cc.worker_niceness):
+    with _worker_niceness(None if joining(cc) else cc.worker_niceness):
         ray.init(**kwargs)
     try:
         yield
