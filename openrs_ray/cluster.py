@@ -128,6 +128,24 @@ def role_counts(cfg: RunConfig) -> dict[str, int]:
     return counts
 
 
+ROLE_RESOURCE = {"engine": "generator", "learner": "learner", "verifier": "verifier"}
+
+
+def role_resources(cc: ClusterConfig, role: str) -> dict[str, float]:
+    """The custom Ray resource one actor of `role` (generator, learner, verifier) requests; {} when off."""
+    if not cc.role_resources:
+        return {}
+    return {role: cc.role_resource_amounts.get(role, 1.0)}
+
+
+def actor_request(cc: ClusterConfig, role: str) -> dict[str, float]:
+    """Everything one actor of `role` (engine, learner, verifier) must find on a single node."""
+    cpus = {"engine": cc.generator_cpus, "learner": cc.learner_cpus, "verifier": cc.verifier_cpus}[role]
+    gpus = 1.0 if cc.use_gpu and role != "verifier" else 0.0
+    request = {"CPU": cpus, "GPU": gpus, **role_resources(cc, ROLE_RESOURCE[role])}
+    return {k: v for k, v in request.items() if v > 0}
+
+
 def check_resources(cfg: RunConfig, wait_s: float | None = None) -> None:
     """Fail in seconds, with one line naming what is missing, when the cluster cannot hold every role.
 
@@ -139,15 +157,25 @@ def check_resources(cfg: RunConfig, wait_s: float | None = None) -> None:
 
     wait_s = (60.0 if joining(cfg.cluster) else 0.0) if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
-    while (missing := _missing(cfg, ray.cluster_resources())) and time.monotonic() < deadline:
+    while (missing := _missing(cfg, ray.cluster_resources(), _nodes())) and time.monotonic() < deadline:
         time.sleep(2.0)
     if missing:
         raise ConfigError(missing)
     _check_object_store(cfg, ray.cluster_resources().get("object_store_memory", 0.0))
 
 
-def _missing(cfg: RunConfig, have: dict[str, float]) -> str | None:
-    """The one-line shortage of GPUs or CPUs, or None when the roles fit."""
+def _nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _missing(cfg: RunConfig, have: dict[str, float], nodes: list[dict[str, float]] | None = None) -> str | None:
+    """The one-line shortage of GPUs, CPUs or role resources, or None when the roles fit.
+
+    `have` is the cluster's total; `nodes` (each alive node's total) adds the check that one actor, or one
+    learner placement-group bundle, fits on a single node: Ray never splits a bundle, even under PACK.
+    """
     cc, counts = cfg.cluster, role_counts(cfg)
     if cc.use_gpu:
         gpu_roles = {k: v for k, v in counts.items() if k != "verifier" and v}
@@ -161,6 +189,38 @@ def _missing(cfg: RunConfig, have: dict[str, float]) -> str | None:
     if have.get("CPU", 0) + 1e-9 < cpus:
         parts = " + ".join(f"{_plural(counts[r], r)} x {each[r]:g}" for r in counts if counts[r] and each[r])
         return f"cluster: needs {cpus:g} CPUs for {parts} (cluster.*_cpus); the cluster has {have.get('CPU', 0):g}"
+    return _missing_roles(cc, counts, have) or (_missing_node(cc, counts, nodes) if nodes is not None else None)
+
+
+def _missing_roles(cc: ClusterConfig, counts: dict[str, int], have: dict[str, float]) -> str | None:
+    """The first role resource the cluster offers too little of in total (cluster.role_resources)."""
+    for role, n in counts.items():
+        for name, amount in role_resources(cc, ROLE_RESOURCE[role]).items():
+            if n and have.get(name, 0.0) + 1e-9 < n * amount:
+                return (
+                    f"cluster.role_resources: needs {n * amount:g} '{name}' for {_plural(n, role)} x {amount:g} "
+                    f"(cluster.role_resource_amounts); the cluster has {have.get(name, 0.0):g}"
+                )
+    return None
+
+
+def _shortfall(node: dict[str, float], need: dict[str, float]) -> tuple[int, int]:
+    return sum(node.get(k, 0.0) + 1e-9 < v for k, v in need.items()), sum(node.get(k, 0.0) <= 0 for k in need)
+
+
+def _missing_node(cc: ClusterConfig, counts: dict[str, int], nodes: list[dict[str, float]]) -> str | None:
+    """The first role one of whose actors (a learner: its placement-group bundle) no single node can hold."""
+    for role, n in counts.items():
+        need = actor_request(cc, role)
+        if not n or not need or any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) for node in nodes):
+            continue
+        # The node that comes closest (fewest resources short, then fewest lacking entirely: the role's own
+        # node rather than one without the role resource) shows what is lacking.
+        best = min(nodes, key=lambda node: _shortfall(node, need), default={})
+        what = "bundle" if role == "learner" else "actor"
+        wanted = ", ".join(f"{k} {v:g}" for k, v in need.items())
+        offers = ", ".join(f"{k} {best.get(k, 0.0):g}" for k in need)
+        return f"cluster: one {role} {what} needs {wanted} on a single node; the best node offers {offers}"
     return None
 
 

@@ -279,7 +279,27 @@ class ClusterConfig(_Section):
     gpu_actor_threads: int = Field(default=8, ge=1)
     """OpenMP threads of a GPU actor reserved with fewer than one CPU (KubeRay's num_cpus=0 would give it 1)."""
     preflight: bool = True
-    """Check the cluster's GPUs, CPUs and object store before spawning; off for autoscaling clusters."""
+    """Check the cluster's GPUs, CPUs, role resources and object store before spawning; off for autoscaling
+    clusters."""
+    role_resources: bool = False
+    """Pin each role to its nodes: generator actors also request the custom Ray resource `generator`, learners
+    `learner`, verifiers `verifier` (amounts in role_resource_amounts), which only nodes started with e.g.
+    `ray start --resources '{"generator": 1}'` offer (the KubeRay worker groups do)."""
+    role_resource_amounts: dict[Literal["generator", "learner", "verifier"], float] = Field(
+        default_factory=lambda: {"generator": 1.0, "learner": 1.0, "verifier": 1.0}
+    )
+    """Amount of its role resource one actor requests (a role left out: 1). Ray takes fractions up to 1 or
+    whole numbers: 0.5 puts two engines on a node offering `generator: 1`."""
+
+    @model_validator(mode="after")
+    def _ray_amounts(self) -> ClusterConfig:
+        for role, amount in self.role_resource_amounts.items():
+            if amount <= 0 or (amount > 1 and amount != int(amount)):
+                raise ValueError(
+                    f"cluster.role_resource_amounts.{role}: {amount:g} is not a Ray resource amount "
+                    "(a fraction in (0, 1] or a whole number)"
+                )
+        return self
 
 
 class MetricsConfig(_Section):

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from openrs_ray.cluster import actor_env
+from openrs_ray.cluster import actor_env, role_resources
 from openrs_ray.config import RunConfig
 from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.types import Prompt, Rollout
@@ -58,6 +58,7 @@ class GeneratorGroup:
         self._actor_cls = ray.remote(VLLMGenerator).options(
             num_cpus=cc.generator_cpus,
             num_gpus=gpus,
+            resources=role_resources(cc, "generator"),  # {} unless cluster.role_resources
             runtime_env={"env_vars": actor_env(cc, cc.generator_cpus, gpus)},
         )
         self._next_id = self._spawned = 0

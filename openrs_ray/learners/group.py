@@ -9,7 +9,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from openrs_ray.cluster import actor_env
+from openrs_ray.cluster import actor_env, actor_request, role_resources
 from openrs_ray.config import ConfigError, RunConfig
 from openrs_ray.learners.deepspeed_actor import DeepSpeedLearner
 from openrs_ray.types import TrainBatch, WeightVersion
@@ -41,10 +41,11 @@ class LearnerGroup:
         self.cfg = cfg
         lc, cc = cfg.learner, cfg.cluster
         gpus = 1 if cc.use_gpu else 0
-        bundle = {k: v for k, v in {"CPU": cc.learner_cpus, "GPU": gpus}.items() if v > 0}
+        bundle = actor_request(cc, "learner")  # CPU, GPU and (cluster.role_resources) the `learner` resource
         self.pg = placement_group([bundle] * lc.num_learners, strategy="PACK") if bundle else None
         actor_cls = ray.remote(DeepSpeedLearner)
-        options = {"num_cpus": cc.learner_cpus, "num_gpus": gpus, "runtime_env": {"env_vars": learner_env(cfg)}}
+        options = {"num_cpus": cc.learner_cpus, "num_gpus": gpus, "resources": role_resources(cc, "learner"),
+                   "runtime_env": {"env_vars": learner_env(cfg)}}  # fmt: skip
         self.actors = [
             actor_cls.options(**options, scheduling_strategy=self._in_group(rank)).remote(rank, cfg)
             for rank in range(lc.num_learners)

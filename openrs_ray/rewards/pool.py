@@ -12,6 +12,7 @@ import uuid
 
 import ray
 
+from openrs_ray.cluster import role_resources
 from openrs_ray.config import RunConfig
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
@@ -64,7 +65,10 @@ class VerifierPool:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self._actor_cls = ray.remote(Verifier).options(
-            num_cpus=cfg.cluster.verifier_cpus, max_restarts=-1, max_task_retries=-1
+            num_cpus=cfg.cluster.verifier_cpus,
+            resources=role_resources(cfg.cluster, "verifier"),  # {} unless cluster.role_resources
+            max_restarts=-1,
+            max_task_retries=-1,
         )
         self.actors = [self._actor_cls.remote(cfg) for _ in range(cfg.rewards.num_workers)]
         self._in_flight: list[list[ray.ObjectRef]] = [[] for _ in self.actors]

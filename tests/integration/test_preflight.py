@@ -33,6 +33,12 @@ def _one_line_error(out_dir: Path, *overrides: str) -> str:
             ["cluster.num_cpus=2", "learner.num_learners=2"],
             "needs 4 CPUs for 1 engine x 1 + 2 learners x 1 + 2 verifiers x 0.5 (cluster.*_cpus); the cluster has 2",
         ),
+        # An embedded Ray advertises no role resources: pinning roles to nodes cannot work on it.
+        (
+            ["cluster.role_resources=true"],
+            "cluster.role_resources: needs 1 'generator' for 1 engine x 1 (cluster.role_resource_amounts); "
+            "the cluster has 0",
+        ),
     ],
 )
 def test_too_small_cluster_fails_fast(

@@ -215,6 +215,22 @@ def test_rayjob_runs_the_cluster_of_raycluster_yaml() -> None:
     assert _load("rayjob.yaml")["spec"]["rayClusterSpec"] == _load("raycluster.yaml")["spec"]
 
 
+def _role_resources(group: dict[str, Any]) -> dict[str, float]:
+    """The custom Ray resources a worker group's pods advertise (rayStartParams.resources: a quoted JSON)."""
+    return yaml.safe_load(yaml.safe_load(group["rayStartParams"]["resources"]))
+
+
+def _pod_nodes(spec: dict[str, Any]) -> list[dict[str, float]]:
+    """The Ray nodes the cluster starts with (replicas of each group): what `ray.nodes()` would report."""
+    nodes = []
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        params, limits = group["rayStartParams"], group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        node = {"CPU": float(params.get("num-cpus", limits["cpu"])), "GPU": float(limits.get(GPU, 0))}
+        node.update(_role_resources(group) if "resources" in params else {})
+        nodes += [node] * group.get("replicas", 1)
+    return nodes
+
+
 def test_role_groups_request_what_their_role_needs() -> None:
     spec = _load("raycluster.yaml")["spec"]
     head = spec["headGroupSpec"]
@@ -224,8 +240,8 @@ def test_role_groups_request_what_their_role_needs() -> None:
     assert {6379, 8265, 10001, 9400} <= ports
     assert GPU not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
     for name, group in _groups(spec).items():
-        resources = yaml.safe_load(yaml.safe_load(group["rayStartParams"]["resources"]))
-        assert resources == {name.removesuffix("s"): 1}, name  # e.g. {"generator": 1}
+        resources = _role_resources(group)
+        assert list(resources) == [name.removesuffix("s")], name  # e.g. {"generator": 1}
         node_selector = group["template"]["spec"].get("nodeSelector", {})
         if name in GPU_GROUPS:
             assert node_selector.get("nvidia.com/gpu.product") == "NVIDIA-A40", name
@@ -253,6 +269,29 @@ def test_entrypoint_overrides_are_valid_and_match_the_cluster() -> None:
         offered = groups[group]["rayStartParams"].get("num-cpus")
         if offered is not None:
             assert cpus <= float(offered), (group, cpus, offered)
+
+
+def test_entrypoint_pins_roles_and_fits_the_cluster() -> None:
+    """With cluster.role_resources the RayJob's run passes the pre-flight on the nodes the manifest starts:
+    role resources in total, and every actor (each learner bundle) on one node of its group."""
+    from openrs_ray.cluster import _missing
+
+    cfg = _entrypoint_config()
+    assert cfg.cluster.role_resources
+    nodes = _pod_nodes(_load("rayjob.yaml")["spec"]["rayClusterSpec"])
+    total: dict[str, float] = {}
+    for node in nodes:
+        for k, v in node.items():
+            total[k] = total.get(k, 0.0) + v
+    assert total == {"CPU": 16.0, "GPU": 4.0, "generator": 2.0, "learner": 2.0, "verifier": 32.0}
+    assert _missing(cfg, total, nodes) is None
+    # 20 verifiers at 2 'verifier' each fit the verifier pod's 16 CPUs but not its 32 'verifier'.
+    more = cfg.model_copy(deep=True)
+    more.rewards.num_workers, more.cluster.role_resource_amounts = 20, {"verifier": 2.0}
+    assert _missing(more, total, nodes) == (
+        "cluster.role_resources: needs 40 'verifier' for 20 verifiers x 2 (cluster.role_resource_amounts); "
+        "the cluster has 32"
+    )
 
 
 def test_runs_volume_is_a_shared_claim() -> None:
