@@ -7,9 +7,10 @@ Every field has a docstring (pydantic turns it into the field description).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OPEN_RS_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -108,6 +109,19 @@ class RewardSpec(_Section):
     """Reward function name (see openrs_ray.rewards.registry)."""
     weight: float = 1.0
     """Weight of this component in the summed reward."""
+    function: str | None = None
+    """Your own reward, TRL's signature `f(prompts, completions, **kwargs) -> list[float | None]`:
+    "my_rewards.py:brevity" (file path relative to the working directory; stored absolute) or
+    "pkg.mod:attr" (see openrs_ray.rewards.custom). None: `name` is a built-in reward."""
+
+    @field_validator("function")
+    @classmethod
+    def _absolute_file(cls, value: str | None) -> str | None:
+        # Verifier actors may run in another directory: a file path is pinned to where the config was read.
+        target, sep, attr = (value or "").rpartition(":")
+        if sep and target.endswith(".py"):
+            return f"{Path(target).expanduser().resolve()}:{attr}"
+        return value
 
 
 class RewardsConfig(_Section):
@@ -143,9 +157,15 @@ class RewardsConfig(_Section):
 
     @model_validator(mode="after")
     def _known_names(self) -> RewardsConfig:
-        from openrs_ray.rewards.registry import validate_reward_names
+        from openrs_ray.rewards.registry import BUILTIN_REWARDS, validate_reward_names
 
-        validate_reward_names([f.name for f in self.functions])
+        validate_reward_names([f.name for f in self.functions if not f.function])
+        names = [f.name for f in self.functions]
+        if len(set(names)) < len(names):
+            raise ValueError(f"rewards.functions: a name appears twice in {names}")
+        shadow = [f.name for f in self.functions if f.function and f.name in BUILTIN_REWARDS]
+        if shadow:
+            raise ValueError(f"rewards.functions: {shadow} is a built-in reward; give your function another name")
         return self
 
 

@@ -29,7 +29,8 @@ class Verifier:
         self.max_len = rc.cosine_max_len or cfg.generation.max_completion_length
         self.unit = rc.cosine_length_unit
         self.options = {"mode": rc.accuracy_mode, "unparsable_gold": rc.unparsable_gold, "clamp": rc.cosine_clamp}
-        self.scorer = SampleScorer(weights, rc.sample_timeout_s)
+        custom = {f.name: f.function for f in rc.functions if f.function}  # user rewards (rewards/custom.py)
+        self.scorer = SampleScorer(weights, rc.sample_timeout_s, custom)
         self.incarnation = uuid.uuid4().hex  # changes when Ray restarts this actor
 
     def whoami(self) -> str:
@@ -38,7 +39,10 @@ class Verifier:
 
     def _context(self, prompt: Prompt, r: Rollout) -> RewardContext:
         length = len(r.completion_ids) if self.unit == "tokens" else len(r.completion_text)
-        return RewardContext(r.completion_text, prompt.answer, length, self.max_len, prompt=prompt.text, **self.options)
+        return RewardContext(
+            r.completion_text, prompt.answer, length, self.max_len, prompt=prompt.text,
+            token_count=len(r.completion_ids), columns=prompt.columns, **self.options,
+        )  # fmt: skip
 
     def score(self, prompt: Prompt, rollouts: list[Rollout]) -> ScoredGroup:
         """Weighted reward per rollout plus each component; an unparsable gold drops the group."""
