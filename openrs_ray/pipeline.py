@@ -136,7 +136,7 @@ def _yaml(value: Any) -> str:
 def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or continue) every stage in order; returns each stage's {name, stage, model, folder}."""
     from openrs_ray.checkpoint import latest_checkpoint
-    from openrs_ray.rewards.custom import check_custom_rewards
+    from openrs_ray.extensions import check_extensions
     from openrs_ray.runner import run_stage
 
     pipe, configs = load_pipeline(path, overrides)
@@ -149,7 +149,7 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[d
         data_later = cfg.data is not None and Path(cfg.data.path).resolve().is_relative_to(
             Path(pipe.output_dir).resolve()
         )
-        check_custom_rewards(cfg, probe=not data_later)
+        check_extensions(cfg, probe=not data_later)
     done: list[dict[str, Any]] = []
     for spec, cfg in zip(pipe.stages, configs, strict=True):
         folder = Path(cfg.output_dir)

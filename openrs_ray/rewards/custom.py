@@ -16,17 +16,13 @@ a wrong return length is one clear error before Ray starts.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
-from pathlib import Path
 from typing import Any
 
+from openrs_ray.plugins import PluginError, load_callable
 from openrs_ray.rewards.registry import REWARD_FUNCTIONS, RewardContext, SampleReward
 
 __all__ = ["CustomRewardError", "check_custom_rewards", "load_function", "register_custom", "row_columns"]
@@ -46,62 +42,18 @@ def row_columns(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in RESERVED}
 
 
-def _import(spec: str) -> Any:
-    """The attribute `spec` ("file.py:attr" or "pkg.mod:attr") names."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise CustomRewardError(f"{spec!r}: expected 'file.py:function' or 'package.module:function'")
-    if target.endswith(".py"):
-        path = Path(target).expanduser().resolve()
-        if not path.is_file():
-            raise CustomRewardError(f"{spec!r}: file not found: {path}")
-        # A stable private module name per file: the same file imports once per process.
-        name = f"openrs_user_reward_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-        module = sys.modules.get(name)
-        if module is None:
-            loader_spec = importlib.util.spec_from_file_location(name, path)
-            assert loader_spec is not None and loader_spec.loader is not None
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[name] = module
-            try:
-                loader_spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-    else:
-        module = importlib.import_module(target)
-    if not hasattr(module, attr):
-        raise CustomRewardError(f"{spec!r}: {target} has no attribute {attr!r}")
-    return getattr(module, attr)
-
-
-def _check_signature(spec: str, fn: Any) -> None:
-    if not callable(fn):
-        raise CustomRewardError(f"{spec!r}: is a {type(fn).__name__}, not a function")
-    params = list(inspect.signature(fn).parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    var_positional = any(p.kind == p.VAR_POSITIONAL for p in params)
-    var_keyword = any(p.kind == p.VAR_KEYWORD for p in params)
-    if (len(positional) < 2 and not var_positional) or not var_keyword:
-        raise CustomRewardError(
-            f"{spec!r}: must take (prompts, completions, **kwargs) like a TRL reward function, has {params_text(fn)}"
-        )
-
-
-def params_text(fn: Any) -> str:
-    """The function's signature, for error messages."""
-    return f"{getattr(fn, '__name__', 'function')}{inspect.signature(fn)}"
-
-
 def load_function(spec: str) -> BatchReward:
     """Import the function `spec` names and check it takes (prompts, completions, **kwargs)."""
     try:
-        fn = _import(spec)
-    except CustomRewardError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any import failure of user code is one line naming it
-        raise CustomRewardError(f"{spec!r}: cannot import: {type(err).__name__}: {err}") from None
-    _check_signature(spec, fn)
+        fn = load_callable(spec, 2, "(prompts, completions, **kwargs) like a TRL reward function")
+    except PluginError as err:
+        raise CustomRewardError(str(err)) from None
+    params = inspect.signature(fn).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        raise CustomRewardError(
+            f"{spec!r}: must take (prompts, completions, **kwargs) like a TRL reward function, "
+            f"has {getattr(fn, '__name__', 'function')}{inspect.signature(fn)}"
+        )
     return fn
 
 
