@@ -13,6 +13,7 @@ import uuid
 import ray
 
 from openrs_ray.config import RunConfig
+from openrs_ray.rewards.base import Verifiers
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
@@ -62,7 +63,7 @@ class Verifier:
         self.scorer.close()
 
 
-class VerifierPool:
+class VerifierPool(Verifiers):
     """`rewards.num_workers` Verifier actors; groups go to the actor with the fewest in flight."""
 
     def __init__(self, cfg: RunConfig) -> None:
