@@ -117,7 +117,15 @@ def _language(ctx: RewardContext) -> float:
     return -language.language_drift(ctx.prompt, ctx.completion)
 
 
-BUILTIN_REWARDS = frozenset(REWARD_FUNCTIONS)  # what a config may name without a `function:`
+BUILTIN_REWARDS = frozenset(REWARD_FUNCTIONS)
+
+
+class PartialScore(Exception):
+    """A reward function raised; `components` holds the values computed before it (built-ins first)."""
+
+    def __init__(self, components: dict[str, float | None], err: Exception) -> None:
+        super().__init__(f"{type(err).__name__}: {err}")
+        self.components = components  # what a config may name without a `function:`
 
 
 def _unknown_names(names: Iterable[str], known: Iterable[str] = REWARD_FUNCTIONS) -> list[str]:
@@ -149,6 +157,16 @@ def score_sample(ctx: RewardContext, weights: dict[str, float]) -> tuple[float, 
     unknown = _unknown_names(weights)
     if unknown:
         raise KeyError(f"unknown reward function(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
-    components = {name: REWARD_FUNCTIONS[name](ctx) for name in weights}
+    done: dict[str, float | None] = {}
+    # Built-ins first: when a user function raises, the sample is an error (zero reward) but keeps the
+    # built-ins' values, so accuracy (the headline, what evaluation reads) is still measured.
+    for name in sorted(weights, key=lambda n: n not in BUILTIN_REWARDS):
+        try:
+            done[name] = REWARD_FUNCTIONS[name](ctx)
+        except math_answer.UnparsableGold:
+            raise
+        except Exception as err:
+            raise PartialScore(done, err) from err
+    components = {name: done[name] for name in weights}
     total = sum(weights[name] * value for name, value in components.items() if value is not None)
     return float(total), components

@@ -17,7 +17,7 @@ from typing import Literal
 
 from openrs_ray.rewards.custom import register_custom
 from openrs_ray.rewards.math_answer import UnparsableGold, use_signal_free_path
-from openrs_ray.rewards.registry import RewardContext, score_sample
+from openrs_ray.rewards.registry import PartialScore, RewardContext, score_sample
 
 Status = Literal["ok", "timeout", "error", "unparsable"]
 
@@ -40,6 +40,8 @@ def _score_one(ctx: RewardContext, weights: dict[str, float], custom: dict[str, 
         return Outcome("ok", total, parts)
     except UnparsableGold as err:
         return Outcome("unparsable", detail=str(err))
+    except PartialScore as err:  # a reward raised: zero reward, counted; the components before it are kept
+        return Outcome("error", components=err.components, detail=str(err)[:500])
     except Exception as err:  # noqa: BLE001 - any failure on model output is a zero reward, counted
         return Outcome("error", detail=f"{type(err).__name__}: {err}"[:500])
 

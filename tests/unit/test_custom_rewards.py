@@ -152,6 +152,13 @@ def test_child_process_counts_errors_and_timeouts(rewards_file: Path) -> None:
         assert ok.status == "ok" and ok.components == {"brevity": -0.5} and ok.total == -0.5
     finally:
         scorer.close()
+    scorer = SampleScorer({"crash": 1.0, "accuracy": 0.0}, 5.0, {"crash": custom["crash"]})
+    try:  # a user reward that raises: zero reward, counted, but accuracy is still measured
+        (err,) = scorer.score([RewardContext("\\boxed{4}", "4", 3, 10)])
+        assert (err.status, err.total, err.components) == ("error", 0.0, {"accuracy": 1.0}), err
+        assert "RuntimeError: boom" in err.detail
+    finally:
+        scorer.close()
     for name, status in (("crash", "error"), ("slow", "timeout")):
         scorer = SampleScorer({name: 1.0}, 2.0, {name: custom[name]})
         try:
