@@ -87,7 +87,8 @@ class Orchestrator:
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
         context = cfg.generation.max_prompt_length + cfg.generation.max_completion_length  # an engine's max_model_len
-        self.prompts = PromptSource(cfg.data, self.tokenizer, cfg.generation.max_prompt_length, context)
+        custom = any(f.function for f in cfg.rewards.functions)  # user rewards read the rows' columns
+        self.prompts = PromptSource(cfg.data, self.tokenizer, cfg.generation.max_prompt_length, context, custom)
         state, in_flight, buffered = read_state(resume) if resume else ({"weight_version": 0}, [], [])
         version = state["weight_version"]
         # On resume, engines start from the checkpoint's HF weights; learners load theirs below.

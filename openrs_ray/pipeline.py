@@ -136,6 +136,7 @@ def _yaml(value: Any) -> str:
 def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or continue) every stage in order; returns each stage's {name, stage, model, folder}."""
     from openrs_ray.checkpoint import latest_checkpoint
+    from openrs_ray.extensions import check_extensions
     from openrs_ray.runner import run_stage
 
     pipe, configs = load_pipeline(path, overrides)
@@ -144,6 +145,11 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[d
     for cfg in configs:  # fail fast, except on models an earlier stage of this pipeline will write
         check_paths(cfg, skip_under=pipe.output_dir)
         check_hub(cfg, skip_under=pipe.output_dir)
+        # User rewards import now; their probe call waits for data an earlier stage will write.
+        data_later = cfg.data is not None and Path(cfg.data.path).resolve().is_relative_to(
+            Path(pipe.output_dir).resolve()
+        )
+        check_extensions(cfg, probe=not data_later)
     done: list[dict[str, Any]] = []
     for spec, cfg in zip(pipe.stages, configs, strict=True):
         folder = Path(cfg.output_dir)

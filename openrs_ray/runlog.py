@@ -56,8 +56,10 @@ class RunFolder:
         self.trackers = []
 
 
-def _mean(xs: list[float]) -> float:
-    return float(statistics.fmean(xs)) if xs else 0.0
+def _mean(xs: list[float | None]) -> float:
+    """Mean of the values that apply (None: a user reward that does not apply to that rollout)."""
+    applied = [x for x in xs if x is not None]
+    return float(statistics.fmean(applied)) if applied else 0.0
 
 
 def rollout_metrics(groups: list[ScoredGroup]) -> dict[str, Any]:

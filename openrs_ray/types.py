@@ -9,6 +9,7 @@ the Ray object store).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class Prompt:
     token_ids: list[int]  # tokenised `text` (no truncation: over-long prompts are dropped upstream)
     answer: str  # gold answer (LaTeX, plain number, or GSM8K's "#### 18" already stripped)
     reference: str = ""  # reference response (SFT, token-level KD); empty for RL prompts
+    # The dataset row's columns for user reward functions (kwargs, as TRL passes them); empty unless a
+    # configured reward has a `function:` (rewards/custom.py). Not part of equality or hashing.
+    columns: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -43,7 +47,8 @@ class ScoredGroup:
     prompt: Prompt
     rollouts: list[Rollout]
     rewards: list[float]  # combined, weighted reward per rollout
-    components: dict[str, list[float]] = field(default_factory=dict)  # per reward function
+    # per reward function; None where the function does not apply to that rollout (user rewards)
+    components: dict[str, list[float | None]] = field(default_factory=dict)
     weight_version: int = 0  # the oldest version among the rollouts
     dropped: bool = False  # gold answer unparsable: never trained on (counted, not silent)
     verify_errors: int = 0  # rollouts whose scoring raised (scored zero, counted)

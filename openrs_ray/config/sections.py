@@ -7,9 +7,10 @@ Every field has a docstring (pydantic turns it into the field description).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OPEN_RS_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -103,11 +104,43 @@ class GenerationConfig(_Section):
     """Longest wait for an engine to start."""
 
 
+# Built-in names of the extension points whose registries live below the config layer (learners/loss.py,
+# buffer/advantages.py; tests/unit/test_extensions.py checks they match). "file.py:fn" / "pkg.mod:fn" name a
+# user's own function instead (openrs_ray.plugins).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "gspo")
+ADVANTAGE_SCALES = ("group", "batch", "none", "rloo")
+
+
+def pin_spec(value: str | None) -> str | None:
+    """An extension spec with its file path made absolute: actors may run in another working directory."""
+    target, sep, attr = (value or "").rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return value
+
+
+def _builtin_or_spec(value: str, builtins: tuple[str, ...], key: str) -> str:
+    if ":" in value:
+        return pin_spec(value) or value
+    if value not in builtins:
+        raise ValueError(f"{key}: unknown {value!r}; built-in: {list(builtins)}, or your own 'file.py:function'")
+    return value
+
+
 class RewardSpec(_Section):
     name: str
     """Reward function name (see openrs_ray.rewards.registry)."""
     weight: float = 1.0
     """Weight of this component in the summed reward."""
+    function: str | None = None
+    """Your own reward, TRL's signature `f(prompts, completions, **kwargs) -> list[float | None]`:
+    "my_rewards.py:brevity" (file path relative to the working directory; stored absolute) or
+    "pkg.mod:attr" (see openrs_ray.rewards.custom). None: `name` is a built-in reward."""
+
+    @field_validator("function")
+    @classmethod
+    def _absolute_file(cls, value: str | None) -> str | None:
+        return pin_spec(value)
 
 
 class RewardsConfig(_Section):
@@ -143,17 +176,31 @@ class RewardsConfig(_Section):
 
     @model_validator(mode="after")
     def _known_names(self) -> RewardsConfig:
-        from openrs_ray.rewards.registry import validate_reward_names
+        from openrs_ray.rewards.registry import BUILTIN_REWARDS, validate_reward_names
 
-        validate_reward_names([f.name for f in self.functions])
+        validate_reward_names([f.name for f in self.functions if not f.function])
+        names = [f.name for f in self.functions]
+        if len(set(names)) < len(names):
+            raise ValueError(f"rewards.functions: a name appears twice in {names}")
+        shadow = [f.name for f in self.functions if f.function and f.name in BUILTIN_REWARDS]
+        if shadow:
+            raise ValueError(f"rewards.functions: {shadow} is a built-in reward; give your function another name")
         return self
 
 
 class BufferConfig(_Section):
     max_staleness: int = Field(default=0, ge=0)
     """Most weight versions a trained sample may lag the learner (0: synchronous on-policy)."""
-    advantage_scale: Literal["group", "batch", "none"] = "group"
-    """Divide advantages by the group's std (GRPO), the batch's std, or not at all (Dr.GRPO)."""
+    advantage_scale: str = "group"
+    """Advantage estimator: divide by the group's std (group, GRPO), the batch's std (batch), not at all
+    (none, Dr.GRPO), leave-one-out baseline (rloo), or your own `fn(rewards, group_size)` as "file.py:fn"
+    (see openrs_ray.buffer.advantages)."""
+
+    @field_validator("advantage_scale")
+    @classmethod
+    def _known_advantage(cls, value: str) -> str:
+        return _builtin_or_spec(value, ADVANTAGE_SCALES, "buffer.advantage_scale")
+
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal and refill the batch with new prompts (DAPO)."""
     max_refill_rounds: int = Field(default=4, ge=0)
@@ -232,9 +279,16 @@ class LearnerConfig(_Section):
     """Lower clipping range of the importance ratio (and upper, unless epsilon_high is set)."""
     epsilon_high: float | None = Field(default=None, gt=0)
     """Upper clipping range (DAPO's clip-higher); None uses epsilon."""
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "bnpo"
-    """Loss reduction, as TRL names them (bnpo is what Open-RS's TRL version used); bnpo normalises by the
-    completion tokens of each micro-batch."""
+    loss_type: str = "bnpo"
+    """Policy loss: grpo, bnpo, dr_grpo, dapo (reductions as TRL names them; bnpo is what Open-RS's TRL version
+    used, normalised by the completion tokens of each micro-batch), gspo (sequence-level ratio), or your own
+    `fn(inputs: LossInputs) -> (loss, metrics)` as "file.py:fn" (see openrs_ray.learners.loss)."""
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        return _builtin_or_spec(value, LOSS_TYPES, "learner.loss_type")
+
     scale_logits_by_temperature: bool = True
     """Divide the learner's logits by generation.temperature before the logprobs (TRL since March 2025);
     off: logprobs at temperature 1, as the TRL Open-RS pinned (69ad852e) computed them."""

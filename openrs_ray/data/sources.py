@@ -12,6 +12,9 @@ from openrs_ray.types import Prompt
 
 PROMPT_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "solution")
+# Columns user rewards do not get as kwargs (TRL passes the prompt positionally; the rest would collide with
+# the function's own arguments); mirrored by openrs_ray.rewards.custom.RESERVED.
+RESERVED_COLUMNS = frozenset({"prompt", "completion", "prompts", "completions", "completion_token_counts"})
 
 
 class DataError(ValueError):
@@ -65,9 +68,15 @@ class PromptSource:
     """
 
     def __init__(
-        self, cfg: DataConfig, tokenizer: Any, max_prompt_length: int, context_length: int | None = None
+        self,
+        cfg: DataConfig,
+        tokenizer: Any,
+        max_prompt_length: int,
+        context_length: int | None = None,
+        keep_columns: bool = False,
     ) -> None:
         self.cfg, self.tokenizer, self.max_prompt_length = cfg, tokenizer, max_prompt_length
+        self.keep_columns = keep_columns  # carry each row's columns to user reward functions
         self.longest_kept = max_prompt_length
         if cfg.long_prompts == "truncate_left":
             self.longest_kept = context_length - 1 if context_length is not None else 1 << 62
@@ -127,7 +136,9 @@ class PromptSource:
         if len(ids) > self.longest_kept:
             self.dropped_too_long += 1
             return None
-        return Prompt(uid=f"{self.name}:{row_id}", text=text, token_ids=ids, answer=gold_answer(row[self.answer_key]))
+        columns = {k: v for k, v in row.items() if k not in RESERVED_COLUMNS} if self.keep_columns else {}
+        answer = gold_answer(row[self.answer_key])
+        return Prompt(uid=f"{self.name}:{row_id}", text=text, token_ids=ids, answer=answer, columns=columns)
 
     def next_batch(self, n: int) -> list[Prompt]:
         """The next `n` usable prompts, moving into the next epoch when one ends."""

@@ -14,6 +14,7 @@ import ray
 
 from openrs_ray.cluster import role_resources
 from openrs_ray.config import RunConfig
+from openrs_ray.rewards.base import Verifiers
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
@@ -30,7 +31,8 @@ class Verifier:
         self.max_len = rc.cosine_max_len or cfg.generation.max_completion_length
         self.unit = rc.cosine_length_unit
         self.options = {"mode": rc.accuracy_mode, "unparsable_gold": rc.unparsable_gold, "clamp": rc.cosine_clamp}
-        self.scorer = SampleScorer(weights, rc.sample_timeout_s)
+        custom = {f.name: f.function for f in rc.functions if f.function}  # user rewards (rewards/custom.py)
+        self.scorer = SampleScorer(weights, rc.sample_timeout_s, custom)
         self.incarnation = uuid.uuid4().hex  # changes when Ray restarts this actor
 
     def whoami(self) -> str:
@@ -39,7 +41,10 @@ class Verifier:
 
     def _context(self, prompt: Prompt, r: Rollout) -> RewardContext:
         length = len(r.completion_ids) if self.unit == "tokens" else len(r.completion_text)
-        return RewardContext(r.completion_text, prompt.answer, length, self.max_len, prompt=prompt.text, **self.options)
+        return RewardContext(
+            r.completion_text, prompt.answer, length, self.max_len, prompt=prompt.text,
+            token_count=len(r.completion_ids), columns=prompt.columns, **self.options,
+        )  # fmt: skip
 
     def score(self, prompt: Prompt, rollouts: list[Rollout]) -> ScoredGroup:
         """Weighted reward per rollout plus each component; an unparsable gold drops the group."""
@@ -59,7 +64,7 @@ class Verifier:
         self.scorer.close()
 
 
-class VerifierPool:
+class VerifierPool(Verifiers):
     """`rewards.num_workers` Verifier actors; groups go to the actor with the fewest in flight."""
 
     def __init__(self, cfg: RunConfig) -> None:

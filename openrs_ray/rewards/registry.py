@@ -1,19 +1,30 @@
 """Named reward functions and the weighted combination used to score one sample.
 
-Config files name rewards ("accuracy", "format", "tag_count", "cosine", "language") with weights; this module
-maps names to functions of a single RewardContext so every reward sees the same inputs.
+Config files name rewards ("accuracy", "format", "tag_count", "cosine", "language", or a user's own function,
+see rewards/custom.py) with weights; this module maps names to functions of a single RewardContext so every
+reward sees the same inputs. Built-ins and user functions are entries of the same table (`@reward(name)`).
+A function returns None when it does not apply to a sample: that sample adds nothing to the total and is left
+out of the component's mean (as in TRL).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from openrs_ray.rewards import language, math_answer, shaping
 
-__all__ = ["REWARD_FUNCTIONS", "RewardContext", "score_sample", "validate_reward_names"]
+__all__ = [
+    "BUILTIN_REWARDS",
+    "REWARD_FUNCTIONS",
+    "RewardContext",
+    "SampleReward",
+    "reward",
+    "score_sample",
+    "validate_reward_names",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class RewardContext:
     mode: math_answer.AccuracyMode = "lenient"  # rewards.accuracy_mode
     unparsable_gold: Literal["drop", "reward_one"] = "drop"  # rewards.unparsable_gold
     clamp: bool = True  # rewards.cosine_clamp
+    token_count: int = 0  # completion length in tokens (user rewards get it as completion_token_counts)
+    columns: dict[str, Any] = field(default_factory=dict)  # the prompt's dataset row, for user rewards
 
     @functools.cached_property
     def accuracy(self) -> float:
@@ -58,21 +71,39 @@ class RewardContext:
             raise
 
 
+SampleReward = Callable[["RewardContext"], float | None]
+REWARD_FUNCTIONS: dict[str, SampleReward] = {}
+
+
+def reward(name: str) -> Callable[[SampleReward], SampleReward]:
+    """Register `fn(ctx) -> float | None` under `name` (built-ins here; user functions via rewards/custom.py)."""
+
+    def register(fn: SampleReward) -> SampleReward:
+        REWARD_FUNCTIONS[name] = fn
+        return fn
+
+    return register
+
+
+@reward("accuracy")
 def _accuracy(ctx: RewardContext) -> float:
     """Registry entry: 1.0 if the final answer matches the gold, else 0.0."""
     return ctx.or_reward_one(lambda: ctx.accuracy)
 
 
+@reward("format")
 def _format(ctx: RewardContext) -> float:
     """Registry entry: Open-RS's single-"\\n</think>\\n" format rule."""
     return shaping.format_reward(ctx.completion)
 
 
+@reward("tag_count")
 def _tag_count(ctx: RewardContext) -> float:
     """Registry entry: partial credit for think tags."""
     return shaping.tag_count_reward(ctx.completion)
 
 
+@reward("cosine")
 def _cosine(ctx: RewardContext) -> float:
     """Registry entry: correctness scaled by completion length."""
     return ctx.or_reward_one(
@@ -80,23 +111,26 @@ def _cosine(ctx: RewardContext) -> float:
     )
 
 
+@reward("language")
 def _language(ctx: RewardContext) -> float:
     """Registry entry: minus the share of the completion in another script than the prompt's."""
     return -language.language_drift(ctx.prompt, ctx.completion)
 
 
-REWARD_FUNCTIONS: dict[str, Callable[[RewardContext], float]] = {
-    "accuracy": _accuracy,
-    "format": _format,
-    "tag_count": _tag_count,
-    "cosine": _cosine,
-    "language": _language,
-}
+BUILTIN_REWARDS = frozenset(REWARD_FUNCTIONS)
 
 
-def _unknown_names(names: Iterable[str]) -> list[str]:
-    """Return the names not in the registry, in the order given."""
-    return [name for name in names if name not in REWARD_FUNCTIONS]
+class PartialScore(Exception):
+    """A reward function raised; `components` holds the values computed before it (built-ins first)."""
+
+    def __init__(self, components: dict[str, float | None], err: Exception) -> None:
+        super().__init__(f"{type(err).__name__}: {err}")
+        self.components = components  # what a config may name without a `function:`
+
+
+def _unknown_names(names: Iterable[str], known: Iterable[str] = REWARD_FUNCTIONS) -> list[str]:
+    """Return the names not in `known` (default: the registry), in the order given."""
+    return [name for name in names if name not in known]
 
 
 def validate_reward_names(names: Iterable[str]) -> None:
@@ -104,13 +138,17 @@ def validate_reward_names(names: Iterable[str]) -> None:
 
     Meant for config validation, so a typo fails at startup rather than at the first scored batch.
     """
-    unknown = _unknown_names(names)
+    unknown = _unknown_names(names, BUILTIN_REWARDS)
     if unknown:
-        raise ValueError(f"unknown reward function(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
+        raise ValueError(
+            f"unknown reward function(s) {unknown}; known: {sorted(BUILTIN_REWARDS)} "
+            "(or give your own with `function: file.py:name`)"
+        )
 
 
-def score_sample(ctx: RewardContext, weights: dict[str, float]) -> tuple[float, dict[str, float]]:
-    """Score one completion: return the weighted total and each named component (unweighted).
+def score_sample(ctx: RewardContext, weights: dict[str, float]) -> tuple[float, dict[str, float | None]]:
+    """Score one completion: return the weighted total and each named component (unweighted, None when the
+    function does not apply to this sample; it then adds nothing to the total).
 
     Accuracy is computed at most once even when "accuracy" and "cosine" are both requested.
     Raises KeyError (listing the known names) for an unknown name, before any reward is computed,
@@ -119,6 +157,16 @@ def score_sample(ctx: RewardContext, weights: dict[str, float]) -> tuple[float, 
     unknown = _unknown_names(weights)
     if unknown:
         raise KeyError(f"unknown reward function(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
-    components = {name: REWARD_FUNCTIONS[name](ctx) for name in weights}
-    total = sum(weights[name] * value for name, value in components.items())
+    done: dict[str, float | None] = {}
+    # Built-ins first: when a user function raises, the sample is an error (zero reward) but keeps the
+    # built-ins' values, so accuracy (the headline, what evaluation reads) is still measured.
+    for name in sorted(weights, key=lambda n: n not in BUILTIN_REWARDS):
+        try:
+            done[name] = REWARD_FUNCTIONS[name](ctx)
+        except math_answer.UnparsableGold:
+            raise
+        except Exception as err:
+            raise PartialScore(done, err) from err
+    components = {name: done[name] for name in weights}
+    total = sum(weights[name] * value for name, value in components.items() if value is not None)
     return float(total), components

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from multiprocessing.pool import Pool
 from typing import Literal
 
+from openrs_ray.rewards.custom import register_custom
 from openrs_ray.rewards.math_answer import UnparsableGold, use_signal_free_path
-from openrs_ray.rewards.registry import RewardContext, score_sample
+from openrs_ray.rewards.registry import PartialScore, RewardContext, score_sample
 
 Status = Literal["ok", "timeout", "error", "unparsable"]
 
@@ -27,17 +28,20 @@ class Outcome:
 
     status: Status
     total: float = 0.0
-    components: dict[str, float] = field(default_factory=dict)
+    components: dict[str, float | None] = field(default_factory=dict)
     detail: str = ""  # the exception, for errors
 
 
-def _score_one(ctx: RewardContext, weights: dict[str, float]) -> Outcome:
-    """Runs in the child process."""
+def _score_one(ctx: RewardContext, weights: dict[str, float], custom: dict[str, str]) -> Outcome:
+    """Runs in the child process; user rewards are imported there on first use (a failure is an error)."""
     try:
+        register_custom(custom)
         total, parts = score_sample(ctx, weights)
         return Outcome("ok", total, parts)
     except UnparsableGold as err:
         return Outcome("unparsable", detail=str(err))
+    except PartialScore as err:  # a reward raised: zero reward, counted; the components before it are kept
+        return Outcome("error", components=err.components, detail=str(err)[:500])
     except Exception as err:  # noqa: BLE001 - any failure on model output is a zero reward, counted
         return Outcome("error", detail=f"{type(err).__name__}: {err}"[:500])
 
@@ -50,8 +54,9 @@ def _ready() -> bool:
 class SampleScorer:
     """Scores samples one by one in a killable child process, each within `timeout_s`."""
 
-    def __init__(self, weights: dict[str, float], timeout_s: float) -> None:
+    def __init__(self, weights: dict[str, float], timeout_s: float, custom: dict[str, str] | None = None) -> None:
         self.weights, self.timeout_s = weights, timeout_s
+        self.custom = dict(custom or {})  # name -> "file.py:fn" of user rewards, loaded in the child
         self._ctx = mp.get_context("forkserver")
         # Children fork from a server that already imported math-verify/SymPy: a replacement is cheap.
         self._ctx.set_forkserver_preload(["openrs_ray.rewards.registry"])
@@ -82,7 +87,7 @@ class SampleScorer:
         while len(outcomes) < len(contexts):
             pool = self._fresh_pool()
             todo = contexts[len(outcomes) :]
-            pending = [pool.apply_async(_score_one, (ctx, self.weights)) for ctx in todo]
+            pending = [pool.apply_async(_score_one, (ctx, self.weights, self.custom)) for ctx in todo]
             for result in pending:
                 # The child scores in order, so a sample starts when the one before it returns.
                 started = time.monotonic()

@@ -1,0 +1,78 @@
+"""Import a user's extension (a reward, a loss, an advantage estimator) named in the config.
+
+A spec is "path/to/file.py:attr" (the config pins a relative file path to the working directory) or
+"pkg.mod:attr" (importable where the code runs: driver, verifier or learner process). Only this module
+turns a spec into an object, so every extension point reports a bad spec the same way, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PluginError", "import_object", "is_spec", "load_callable"]
+
+
+class PluginError(ValueError):
+    """The extension cannot be used: not importable, not found, or not a function of the expected shape."""
+
+
+def is_spec(value: str) -> bool:
+    """True when `value` names an extension ("file.py:attr" or "pkg.mod:attr") rather than a built-in."""
+    return ":" in value
+
+
+def import_object(spec: str) -> Any:
+    """The attribute `spec` names; a PluginError (one line) on any failure."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise PluginError(f"{spec!r}: expected 'file.py:function' or 'package.module:function'")
+    try:
+        module = _load_file(spec, target) if target.endswith(".py") else importlib.import_module(target)
+    except PluginError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure importing user code is one line naming it
+        raise PluginError(f"{spec!r}: cannot import: {type(err).__name__}: {err}") from None
+    if not hasattr(module, attr):
+        raise PluginError(f"{spec!r}: {target} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def _load_file(spec: str, target: str) -> Any:
+    path = Path(target).expanduser().resolve()
+    if not path.is_file():
+        raise PluginError(f"{spec!r}: file not found: {path}")
+    # A stable private module name per file: the same file imports once per process.
+    name = f"openrs_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise PluginError(f"{spec!r}: {path} is not a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module  # before running it, as import does (dataclasses and pickling look it up)
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_callable(spec: str, positional: int, what: str) -> Any:
+    """Import `spec` and check it is a function taking at least `positional` positional arguments."""
+    fn = import_object(spec)
+    if not callable(fn):
+        raise PluginError(f"{spec!r}: is a {type(fn).__name__}, not a function")
+    params = list(inspect.signature(fn).parameters.values())
+    n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    if n < positional and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise PluginError(
+            f"{spec!r}: must take {what}, has {getattr(fn, '__name__', 'function')}{inspect.signature(fn)}"
+        )
+    return fn
