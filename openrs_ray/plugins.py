@@ -13,7 +13,9 @@ import importlib.util
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["PluginError", "import_object", "is_spec", "load_callable"]
 
@@ -76,3 +78,16 @@ def load_callable(spec: str, positional: int, what: str) -> Any:
             f"{spec!r}: must take {what}, has {getattr(fn, '__name__', 'function')}{inspect.signature(fn)}"
         )
     return fn
+
+
+def resolve(table: dict[str, T], name: str, key: str, kind: str, positional: int, what: str) -> T:
+    """The function registered in `table` as `name`, or the user function an import path names; a ValueError
+    naming the config `key` (a bad path) or the `kind` of name (an unknown one) otherwise."""
+    if is_spec(name):
+        try:
+            return load_callable(name, positional, what)
+        except PluginError as err:
+            raise ValueError(f"{key}: {err}") from None
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; known: {sorted(table)} or 'file.py:function'")
+    return table[name]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from openrs_ray.plugins import PluginError, is_spec, load_callable
+from openrs_ray.plugins import resolve
 
 STD_EPS = 1e-4  # TRL's constant: (r - mean) / (std + 1e-4)
 
@@ -31,14 +31,8 @@ def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
 
 def resolve_advantage(name: str) -> AdvantageFn:
     """The estimator registered as `name`, or the user function an import path names (ValueError otherwise)."""
-    if is_spec(name):
-        try:
-            return load_callable(name, 2, "(rewards, group_size) and return one advantage per reward")
-        except PluginError as err:
-            raise ValueError(f"buffer.advantage_scale: {err}") from None
-    if name not in ADVANTAGES:
-        raise ValueError(f"unknown advantage scale {name!r}; expected one of {sorted(ADVANTAGES)} or 'file.py:fn'")
-    return ADVANTAGES[name]
+    expects = "(rewards, group_size) and return one advantage per reward"
+    return resolve(ADVANTAGES, name, "buffer.advantage_scale", "advantage scale", 2, expects)
 
 
 def _centred(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from openrs_ray.plugins import PluginError, is_spec, load_callable
+from openrs_ray.plugins import resolve
 
 LossFn = Callable[["LossInputs"], tuple[torch.Tensor, dict[str, float]]]
 LOSSES: dict[str, LossFn] = {}
@@ -48,14 +48,7 @@ def register_loss(name: str) -> Callable[[LossFn], LossFn]:
 
 def resolve_loss(name: str) -> LossFn:
     """The loss registered as `name`, or the user function an import path names (a ValueError otherwise)."""
-    if is_spec(name):
-        try:
-            return load_callable(name, 1, "(inputs: LossInputs) and return (loss, metrics)")
-        except PluginError as err:
-            raise ValueError(f"learner.loss_type: {err}") from None
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss_type {name!r}; known: {sorted(LOSSES)} or 'file.py:function'")
-    return LOSSES[name]
+    return resolve(LOSSES, name, "learner.loss_type", "loss_type", 1, "(inputs: LossInputs) and return (loss, metrics)")
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
