@@ -63,7 +63,7 @@ def run(staleness: int, spec: dict[str, Any]) -> dict[str, Any]:
     """Set up an Orchestrator and run `spec["warmup"] + spec["steps"]` steps; the steps' records."""
     from openrs_ray.cluster import ray_cluster
     from openrs_ray.config import load_config
-    from openrs_ray.orchestrator import Orchestrator
+    from openrs_ray.stages.orchestrator import Orchestrator
 
     cfg = load_config(REPO / "configs/smoke.yaml", overrides(spec, staleness))
     record: dict[str, Any] = {"steps": []}

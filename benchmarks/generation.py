@@ -3,7 +3,7 @@
     python benchmarks/generation.py [--engines 1 2] [--batches 5] [--prompts 16] [--generations 8]
                                     [--max-tokens 128] [--out benchmarks/results/generation.json]
 
-A tiny Qwen2 (openrs_ray.models.tiny.make_tiny_model, defaults) is written to a temp dir. For each engine
+A tiny Qwen2 (openrs_ray.demo.tiny.make_tiny_model, defaults) is written to a temp dir. For each engine
 count, a real GeneratorGroup is built from configs/smoke.yaml (generation.num_engines=N,
 num_generations, max_completion_length) and waited on (start time is reported apart); prompts come from
 PromptSource over configs/data/gsm8k_mini.jsonl. One warm-up batch, then `--batches` timed
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/generation.json"))
     args = parser.parse_args()
 
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -194,7 +194,7 @@ def main() -> None:
     if not args.skip_learner:
         import ray
 
-        from openrs_ray.models.tiny import make_tiny_model
+        from openrs_ray.demo.tiny import make_tiny_model
 
         with tempfile.TemporaryDirectory() as tmp:
             model = make_tiny_model(

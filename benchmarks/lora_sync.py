@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--r", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/lora_sync.json"))
     args = parser.parse_args()
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:

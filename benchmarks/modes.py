@@ -3,7 +3,7 @@
     python benchmarks/modes.py [--staleness 0 1 2] [--steps 6] [--warmup 2] [--engines 2] [--learners 2]
                                [--prompts 4] [--generations 4] [--max-tokens 64] [--out benchmarks/results/modes.json]
 
-A tiny Qwen2 (openrs_ray.models.tiny.make_tiny_model) is written to a temp dir. For each max_staleness an
+A tiny Qwen2 (openrs_ray.demo.tiny.make_tiny_model) is written to a temp dir. For each max_staleness an
 Orchestrator is built from configs/smoke.yaml (generation.num_engines, learner.num_learners, prompts_per_step,
 generation.num_generations / max_completion_length, metrics.progress_bar=false), set up, run `--warmup` steps,
 then `--steps` timed steps; it is shut down before the next mode. One Ray cluster serves every mode.
@@ -35,7 +35,7 @@ PHASES = ["scale", "generate", "verify", "refill", "learn", "broadcast"]
 
 def bench(model: Path, out: Path, staleness: int, args: argparse.Namespace) -> dict:
     from openrs_ray.config import load_config
-    from openrs_ray.orchestrator import Orchestrator
+    from openrs_ray.stages.orchestrator import Orchestrator
 
     cfg = load_config(REPO / "configs/smoke.yaml", [
         f"model.path={model}", f"output_dir={out}", f"data.path={REPO / 'configs/data/gsm8k_mini.jsonl'}",
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/modes.json"))
     args = parser.parse_args()
 
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     rows = []
     t_all = time.perf_counter()

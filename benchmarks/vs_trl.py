@@ -14,7 +14,7 @@ memory can be measured alone:
 Workloads (prompts x completions x most new tokens per step):
     small       2 x 8 x 64, no system prompt
     gen_heavy   12 x 6 x 512 with Open-RS's system prompt (the Open-RS shape, scaled down)
-Identical everywhere: the tiny Qwen2 (openrs_ray.models.tiny, float32), the prompts and their order (the first
+Identical everywhere: the tiny Qwen2 (openrs_ray.demo.tiny, float32), the prompts and their order (the first
 rows of the GSM8K file that fit max_prompt_length, served unshuffled), the chat template, num_generations, prompts
 per step, max completion length, temperature 1.0, lr (constant), AdamW, grad clip 1.0, beta, epsilon, loss type,
 group-scaled advantages, micro-batch size (TRL: per_device_train_batch_size, accumulated over the step's rows),
@@ -255,7 +255,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from openrs_ray.config import OPEN_RS_SYSTEM_PROMPT
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     shared = REPO.parent / "shared/data/gsm8k_train.jsonl"
     data = Path(args.data) if args.data else shared if shared.is_file() else REPO / "configs/data/gsm8k_mini.jsonl"

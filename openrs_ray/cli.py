@@ -12,7 +12,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Load and check the config, then run the stage (rl, sft, kd_seq, kd_token) on Ray."""
     from openrs_ray.config import check_hub, check_paths, load_config
     from openrs_ray.extensions import check_extensions
-    from openrs_ray.runner import run_stage
+    from openrs_ray.run.runner import run_stage
 
     overrides = args.overrides + ([f"output_dir={args.resume}"] if args.resume else [])
     cfg = load_config(args.config, overrides)
@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """Run or continue a chain of stages, each from the previous one's final checkpoint."""
-    from openrs_ray.pipeline import run_pipeline
+    from openrs_ray.run.pipeline import run_pipeline
 
     for record in run_pipeline(args.config, args.overrides):
         print(f"{record['name']} ({record['stage']}): {record['model']}")
@@ -35,7 +35,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny Qwen2-shaped model and BPE tokenizer to a folder."""
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     path = make_tiny_model(args.dir, num_layers=args.layers, hidden_size=args.hidden_size, seed=args.seed)
     print(f"tiny model written to {path}")
@@ -46,7 +46,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     """Change the number of generator engines of a running job."""
     import ray
 
-    from openrs_ray.control import scale_generators
+    from openrs_ray.ops.control import scale_generators
 
     ray.init(address=args.address, log_to_driver=False)
     try:

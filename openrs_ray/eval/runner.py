@@ -200,7 +200,7 @@ class Evaluator:
         if tables:
             results["average"] = average_metrics(tables)
         if step is None:  # `openrs-ray eval`: where the model came from, and this evaluation's own record
-            from openrs_ray.provenance import checkpoint_provenance, record
+            from openrs_ray.records.provenance import checkpoint_provenance, record
 
             results["provenance"] = {
                 "checkpoint": checkpoint_provenance(self.cfg.model.path),
@@ -311,5 +311,5 @@ class EvalHook:
             return str(given)
         if step == 0:
             return self.cfg.model.path
-        path = self.run_path / "checkpoints" / f"step-{step}"  # openrs_ray.checkpoint.checkpoint_dir
+        path = self.run_path / "checkpoints" / f"step-{step}"  # openrs_ray.records.checkpoint.checkpoint_dir
         return str(path) if path.is_dir() else None

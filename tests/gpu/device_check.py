@@ -85,7 +85,7 @@ def learner_matrix(tmp: Path) -> dict:
     each, finite losses, moved weights, and every module the learner holds on its GPU."""
     import torch
 
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     model = make_tiny_model(tmp / "tiny")
     out = {}

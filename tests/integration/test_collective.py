@@ -12,8 +12,8 @@ import pytest
 import ray
 
 from openrs_ray.config import load_config
-from openrs_ray.control import scale_generators
-from openrs_ray.orchestrator import Orchestrator
+from openrs_ray.ops.control import scale_generators
+from openrs_ray.stages.orchestrator import Orchestrator
 from tests.conftest import REPO
 from tests.integration.test_flow import COMPLETION, PROMPT, _max_diff
 

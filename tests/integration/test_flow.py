@@ -13,7 +13,7 @@ import ray
 from safetensors.torch import load_file
 
 from openrs_ray.config import load_config
-from openrs_ray.orchestrator import Orchestrator
+from openrs_ray.stages.orchestrator import Orchestrator
 from tests.conftest import REPO
 
 PROMPT = [1, 40, 41, 42, 43, 44, 2, 1, 45]  # token ids: any fixed sequence will do
@@ -75,7 +75,7 @@ def test_two_steps_move_weights_and_sync_engines(flow: Orchestrator, tiny_model:
 
 
 def test_scaled_up_engine_serves_current_version(flow: Orchestrator) -> None:
-    from openrs_ray.control import scale_generators
+    from openrs_ray.ops.control import scale_generators
 
     version = flow.broadcast.version
     run = Path(flow.cfg.output_dir).name

@@ -14,7 +14,7 @@ import torch
 from openrs_ray.config import load_config
 from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.learners.group import LearnerGroup
-from openrs_ray.orchestrator import Orchestrator
+from openrs_ray.stages.orchestrator import Orchestrator
 from tests.conftest import REPO
 from tests.integration.conftest import run_cli
 from tests.integration.test_flow import COMPLETION, PROMPT, _max_diff

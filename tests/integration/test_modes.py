@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from openrs_ray.config import load_config
-from openrs_ray.orchestrator import Orchestrator
+from openrs_ray.stages.orchestrator import Orchestrator
 from tests.conftest import REPO
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from openrs_ray.orchestrator import Orchestrator
+from openrs_ray.stages.orchestrator import Orchestrator
 from tests.integration.test_modes import _orchestrator
 
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from openrs_ray.models.tiny import make_tiny_model
+from openrs_ray.demo.tiny import make_tiny_model
 from openrs_ray.rewards.math_answer import accuracy_reward
 from tests.conftest import REPO
 from tests.integration.conftest import run_cli

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from openrs_ray.config import load_config
-from openrs_ray.cost import CostMeter
-from openrs_ray.summary import summarize, write_summary
+from openrs_ray.ops.cost import CostMeter
+from openrs_ray.records.summary import summarize, write_summary
 from tests.conftest import REPO
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from openrs_ray.cli import main
 from openrs_ray.config import ConfigError, RewardsConfig, load_config
+from openrs_ray.records.runlog import rollout_metrics
 from openrs_ray.rewards.custom import CustomRewardError, check_custom_rewards, load_function, register_custom
 from openrs_ray.rewards.registry import REWARD_FUNCTIONS, RewardContext, score_sample
 from openrs_ray.rewards.sandbox import SampleScorer
-from openrs_ray.runlog import rollout_metrics
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 REWARDS = """

@@ -9,7 +9,7 @@ import pytest
 
 from openrs_ray.config import DataConfig
 from openrs_ray.data.sources import DataError, PromptSource, gold_answer
-from openrs_ray.models.tiny import build_tokenizer
+from openrs_ray.demo.tiny import build_tokenizer
 from openrs_ray.types import TrainBatch
 from tests.conftest import REPO
 
@@ -82,7 +82,7 @@ def test_shards_take_whole_groups_and_pad_with_zero_weight() -> None:
 
 
 def test_nonfinite_guard_counts_runs_in_a_row() -> None:
-    from openrs_ray.orchestrator import NonFiniteGuard
+    from openrs_ray.stages.orchestrator import NonFiniteGuard
 
     guard = NonFiniteGuard(limit=2)
     assert [guard.observe(s) for s in (True, False, True, True)] == [False, False, False, True]

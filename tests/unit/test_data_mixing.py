@@ -17,7 +17,7 @@ import pytest
 from openrs_ray.config import DataConfig
 from openrs_ray.data.mixing import QuotaPicker, level_name, parse_shares
 from openrs_ray.data.sources import DataError, PromptSource
-from openrs_ray.models.tiny import build_tokenizer
+from openrs_ray.demo.tiny import build_tokenizer
 from tests.conftest import REPO
 
 MATH = REPO / "tests" / "data" / "math_train_subset.json.gz"

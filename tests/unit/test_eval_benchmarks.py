@@ -10,6 +10,7 @@ import pytest
 from openrs_ray.config import ConfigError, load_config, parse_config
 from openrs_ray.config.eval import OPEN_RS_EVAL_PROMPT
 from openrs_ray.data.sources import DataError
+from openrs_ray.demo.tiny import build_tokenizer
 from openrs_ray.eval import benchmarks as bm
 from openrs_ray.eval.benchmarks import (
     BENCHMARKS,
@@ -21,7 +22,6 @@ from openrs_ray.eval.benchmarks import (
 )
 from openrs_ray.eval.cli import standalone_config
 from openrs_ray.eval.runner import EvalHook, Evaluator
-from openrs_ray.models.tiny import build_tokenizer
 from openrs_ray.rewards.math_answer import parse_gold
 from tests.conftest import REPO
 

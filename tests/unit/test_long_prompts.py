@@ -10,7 +10,7 @@ import pytest
 
 from openrs_ray.config import DataConfig
 from openrs_ray.data.sources import PromptSource
-from openrs_ray.models.tiny import build_tokenizer
+from openrs_ray.demo.tiny import build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def test_lora_recipes_change_only_what_lora_needs() -> None:
 
 
 def test_summary_reports_parameter_counts() -> None:
-    from openrs_ray.summary import summarize
+    from openrs_ray.records.summary import summarize
 
     steps = [{"step": 1, "trainable_params": 10.0, "total_params": 100.0}, {"step": 2}]  # step 2: nothing trained
     assert summarize(steps)["trainable_params"] == 10 and summarize(steps)["total_params"] == 100

@@ -11,8 +11,8 @@ import yaml
 from openrs_ray.config import ConfigError, DataConfig, load_config
 from openrs_ray.data.pairs import PairSource, reference_text
 from openrs_ray.data.sources import DataError
-from openrs_ray.models.tiny import build_tokenizer
-from openrs_ray.pipeline import final_model, load_pipeline
+from openrs_ray.demo.tiny import build_tokenizer
+from openrs_ray.run.pipeline import final_model, load_pipeline
 from openrs_ray.types import TrainBatch
 from tests.conftest import REPO
 
@@ -138,7 +138,7 @@ def test_inline_stages_defaults_and_output_dir_placeholder(tmp_path: Path):
     assert sft.model.path == f"{out}/tiny-model" and sft.data.path == f"{out}/data/sft.jsonl"
     assert (sft.learner.lr, rl.learner.lr, rl.learner.num_learners) == (1e-3, 1e-5, 1)  # settings over defaults
     assert rl.eval.benchmarks == [f"{out}/data/heldout.jsonl"] and pipe.prepare.synthetic_data.seed == 3
-    from openrs_ray.prepare import prepare
+    from openrs_ray.demo.prepare import prepare
 
     assert [line.split(":")[1].split()[0] for line in prepare(pipe.prepare, out)] == ["wrote", "wrote"]
     assert [len((Path(out) / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("sft", "rl", "heldout")] == [

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from openrs_ray.config import OPEN_RS_SYSTEM_PROMPT, RunConfig, check_paths, load_config
-from openrs_ray.pipeline import final_model, load_pipeline
+from openrs_ray.run.pipeline import final_model, load_pipeline
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"

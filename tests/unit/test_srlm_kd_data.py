@@ -7,7 +7,7 @@ from pathlib import Path
 
 from openrs_ray.config import load_config
 from openrs_ray.data.pairs import PairSource
-from openrs_ray.models.tiny import build_tokenizer
+from openrs_ray.demo.tiny import build_tokenizer
 from tests.conftest import REPO
 
 TRACE = "<think>\nShe sold 48 / 2 = 24 in May, 48 + 24 = 72.\n</think>\nShe sold 48 + 24 = 72 clips: \\boxed{72}."

@@ -12,8 +12,8 @@ import pytest
 
 from openrs_ray.config import DataConfig
 from openrs_ray.data.sources import PromptSource, load_rows
-from openrs_ray.data.synthetic import LEVELS, SYSTEM_PROMPT, expression_of, make_problem, make_split, write_splits
-from openrs_ray.models.tiny import build_tokenizer
+from openrs_ray.demo.synthetic import LEVELS, SYSTEM_PROMPT, expression_of, make_problem, make_split, write_splits
+from openrs_ray.demo.tiny import build_tokenizer
 from openrs_ray.rewards import RewardContext, score_sample, tag_count_reward
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}

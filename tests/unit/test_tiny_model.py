@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from openrs_ray.models.tiny import make_tiny_model  # noqa: E402
+from openrs_ray.demo.tiny import make_tiny_model  # noqa: E402
 
 ROUND_TRIP = [
     "Natalia sold 48/2 = 24 clips. <think>\nok\n</think>\n\\boxed{72}",

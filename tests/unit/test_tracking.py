@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from openrs_ray import tracking
 from openrs_ray.config import ConfigError, load_config
-from openrs_ray.provenance import checkpoint_provenance, config_hash
-from openrs_ray.runlog import RunFolder
-from openrs_ray.tracking import mlflow_key
+from openrs_ray.records import tracking
+from openrs_ray.records.provenance import checkpoint_provenance, config_hash
+from openrs_ray.records.runlog import RunFolder
+from openrs_ray.records.tracking import mlflow_key
 from tests.conftest import REPO
 
 SMOKE = REPO / "configs" / "smoke.yaml"

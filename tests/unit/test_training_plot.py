@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from openrs_ray.summary import figure, held_out, panels, smooth, write_summary
+from openrs_ray.records.summary import figure, held_out, panels, smooth, write_summary
 
 
 def _rl_steps(kl: bool) -> list[dict[str, Any]]:

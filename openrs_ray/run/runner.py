@@ -32,10 +32,10 @@ def _info(m: dict[str, Any]) -> str:
 def make_driver(cfg: RunConfig) -> Any:
     """The stage's driver: the GRPO Orchestrator, or the SupervisedTrainer for sft / kd_seq / kd_token."""
     if cfg.stage == "rl":
-        from openrs_ray.orchestrator import Orchestrator
+        from openrs_ray.stages.orchestrator import Orchestrator
 
         return Orchestrator(cfg)
-    from openrs_ray.supervised import SupervisedTrainer
+    from openrs_ray.stages.supervised import SupervisedTrainer
 
     return SupervisedTrainer(cfg)
 
@@ -45,9 +45,9 @@ def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
 
     resume=True continues from the newest complete checkpoint in output_dir.
     """
-    from openrs_ray.checkpoint import latest_checkpoint
     from openrs_ray.cluster import check_resources, ray_cluster
-    from openrs_ray.runlog import RunFolder
+    from openrs_ray.records.checkpoint import latest_checkpoint
+    from openrs_ray.records.runlog import RunFolder
 
     ckpt = latest_checkpoint(cfg.output_dir) if resume else None
     if resume and ckpt is None:
@@ -69,7 +69,7 @@ def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
             run.close()
     from rich.console import Console
 
-    from openrs_ray.summary import render, write_summary
+    from openrs_ray.records.summary import render, write_summary
 
     summary, png = write_summary(run.path)
     Console().print(render(summary))
@@ -110,7 +110,7 @@ def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
             run.log(m)
             bar.update(task, advance=1, info=_info(m))
     if saved is None or int(saved.name.split("-")[1]) != driver.step_idx:
-        from openrs_ray.checkpoint import checkpoint_dir, latest_checkpoint
+        from openrs_ray.records.checkpoint import checkpoint_dir, latest_checkpoint
 
         done = latest_checkpoint(cfg.output_dir)
         saved = done if done is not None and done == checkpoint_dir(cfg.output_dir, driver.step_idx) else driver.save()

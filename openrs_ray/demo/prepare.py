@@ -38,7 +38,7 @@ class SyntheticDataSpec(_Section):
     n_heldout: int = Field(default=200, ge=1)
     """Held-out problems for evaluation (data/heldout.jsonl)."""
     levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
-    """Difficulty levels drawn (see openrs_ray.data.synthetic)."""
+    """Difficulty levels drawn (see openrs_ray.demo.synthetic)."""
 
 
 class PrepareConfig(_Section):
@@ -57,7 +57,7 @@ def _once(what: str, folder: Path, marker: str, build: Callable[[Path], object])
 
 
 def _tiny_model(spec: TinyModelSpec) -> Callable[[Path], object]:
-    from openrs_ray.models.tiny import make_tiny_model
+    from openrs_ray.demo.tiny import make_tiny_model
 
     def build(folder: Path) -> object:
         from transformers.utils import logging as hf_logging
@@ -74,7 +74,7 @@ def _tiny_model(spec: TinyModelSpec) -> Callable[[Path], object]:
 
 
 def _synthetic(spec: SyntheticDataSpec) -> Callable[[Path], object]:
-    from openrs_ray.data.synthetic import write_splits
+    from openrs_ray.demo.synthetic import write_splits
 
     levels = {"sft_levels": spec.levels, "rl_levels": spec.levels, "heldout_levels": spec.levels}
     return lambda folder: write_splits(folder, spec.seed, spec.n_sft, spec.n_rl, spec.n_heldout, **levels)

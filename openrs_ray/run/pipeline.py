@@ -34,7 +34,7 @@ from openrs_ray.config import (
     read_yaml,
 )
 from openrs_ray.config.sections import _Section
-from openrs_ray.prepare import PrepareConfig, prepare
+from openrs_ray.demo.prepare import PrepareConfig, prepare
 
 DONE = "DONE.json"
 
@@ -135,9 +135,9 @@ def _yaml(value: Any) -> str:
 
 def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or continue) every stage in order; returns each stage's {name, stage, model, folder}."""
-    from openrs_ray.checkpoint import latest_checkpoint
     from openrs_ray.extensions import check_extensions
-    from openrs_ray.runner import run_stage
+    from openrs_ray.records.checkpoint import latest_checkpoint
+    from openrs_ray.run.runner import run_stage
 
     pipe, configs = load_pipeline(path, overrides)
     for line in prepare(pipe.prepare, pipe.output_dir):

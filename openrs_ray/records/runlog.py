@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from openrs_ray.config import RunConfig, dump_config
-from openrs_ray.provenance import write_run_json
-from openrs_ray.tracking import open_trackers
+from openrs_ray.records.provenance import write_run_json
+from openrs_ray.records.tracking import open_trackers
 from openrs_ray.types import ScoredGroup
 
 

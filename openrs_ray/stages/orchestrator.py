@@ -26,17 +26,17 @@ import ray
 from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
-from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.config import RunConfig
-from openrs_ray.control import start_control
-from openrs_ray.cost import CostMeter
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
 from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
 from openrs_ray.learners.group import LearnerGroup
-from openrs_ray.metrics import RunMetrics
+from openrs_ray.ops.control import start_control
+from openrs_ray.ops.cost import CostMeter
+from openrs_ray.ops.metrics import RunMetrics
+from openrs_ray.records.checkpoint import checkpoint_dir, prune, read_state, write_state
+from openrs_ray.records.runlog import rollout_metrics
 from openrs_ray.rewards.pool import VerifierPool
-from openrs_ray.runlog import rollout_metrics
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 

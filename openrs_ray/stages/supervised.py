@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.config import RunConfig
-from openrs_ray.cost import CostMeter
 from openrs_ray.data.pairs import PairSource
 from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.learners.group import LearnerGroup
+from openrs_ray.ops.cost import CostMeter
+from openrs_ray.records.checkpoint import checkpoint_dir, prune, read_state, write_state
 from openrs_ray.types import Prompt, TrainBatch
 
 
@@ -40,7 +40,7 @@ class SupervisedTrainer:
         """Start the learners (and teacher engines); for kd_seq first have the teacher write solutions."""
         from transformers import AutoTokenizer
 
-        from openrs_ray import teacher
+        from openrs_ray.stages import teacher
 
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)

@@ -1,0 +1,1 @@
+"""Operating a live run: Prometheus metrics, cost meter, control actor."""

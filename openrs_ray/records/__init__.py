@@ -1,0 +1,1 @@
+"""What a run leaves on disk: checkpoints, run log, summary, trackers, provenance."""
