@@ -10,15 +10,13 @@ import sys
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Load and check the config, then run the stage (rl, sft, kd_seq, kd_token) on Ray."""
-    from openrs_ray.config import check_hub, check_paths, load_config
-    from openrs_ray.extensions import check_extensions
+    from openrs_ray.config import load_config
+    from openrs_ray.run.preflight import preflight
     from openrs_ray.run.runner import run_stage
 
     overrides = args.overrides + ([f"output_dir={args.resume}"] if args.resume else [])
     cfg = load_config(args.config, overrides)
-    check_paths(cfg)  # before any actor starts
-    check_extensions(cfg)  # user rewards, loss, advantages: importable, right signature (rewards: probed)
-    check_hub(cfg)  # hub model ids: cached or reachable, else one line in seconds (before Ray starts)
+    preflight(cfg)  # names, paths, user extensions, hub ids: one line in seconds, before Ray starts
     model = run_stage(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     print(f"final model: {model}")
     return 0

@@ -42,7 +42,8 @@ class EvalConfig(_Section):
     used 32768; it must fit the engine's context)."""
     benchmarks: list[str] = Field(default_factory=list)
     """Benchmark names (aime24, math500, amc23, minerva, olympiadbench, gsm8k; case, '-' and '_' are ignored) or
-    local .jsonl/.json/.parquet files with problem/answer columns. Empty: no evaluation."""
+    local .jsonl/.json/.parquet files with problem/answer columns. Empty: no evaluation. (Names are checked at
+    pre-flight, openrs_ray.run.preflight: the config does not import eval/.)"""
     data_dir: str | None = None
     """Folder (relative to the working directory) searched first for local copies of named benchmarks
     (aime24.json, math500.json, gsm8k_test.jsonl, or NAME.json/.jsonl/.parquet, each also .gz); then the copies
@@ -86,15 +87,6 @@ class EvalConfig(_Section):
         if isinstance(data, dict) and data.get("preset") in PRESETS:
             return {**PRESETS[data["preset"]], **data}  # fields set explicitly win over the preset
         return data
-
-    @field_validator("benchmarks")
-    @classmethod
-    def _known_benchmarks(cls, names: list[str]) -> list[str]:
-        from openrs_ray.eval.benchmarks import check_benchmark_name
-
-        for name in names:
-            check_benchmark_name(name)
-        return names
 
     @field_validator("prompt_template")
     @classmethod

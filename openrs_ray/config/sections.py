@@ -169,16 +169,12 @@ class RewardsConfig(_Section):
         return {"functions": data} if isinstance(data, list) else data
 
     @model_validator(mode="after")
-    def _known_names(self) -> RewardsConfig:
-        from openrs_ray.rewards.registry import BUILTIN_REWARDS, validate_reward_names
-
-        validate_reward_names([f.name for f in self.functions if not f.function])
+    def _distinct_names(self) -> RewardsConfig:
+        # Whether each name is a registered reward is checked at pre-flight (openrs_ray.run.preflight.check_names):
+        # the config layer does not import rewards/.
         names = [f.name for f in self.functions]
         if len(set(names)) < len(names):
             raise ValueError(f"rewards.functions: a name appears twice in {names}")
-        shadow = [f.name for f in self.functions if f.function and f.name in BUILTIN_REWARDS]
-        if shadow:
-            raise ValueError(f"rewards.functions: {shadow} is a built-in reward; give your function another name")
         return self
 
 

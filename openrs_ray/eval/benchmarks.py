@@ -81,12 +81,12 @@ def benchmark_name(ref: str) -> str:
     return re.sub(r"[-_\s]", "", ref.lower())
 
 
-def check_benchmark_name(ref: str) -> None:
-    """Raise ValueError for an entry that is neither a known benchmark nor a local file (config validation)."""
-    if not is_file_ref(ref) and benchmark_name(ref) not in BENCHMARKS:
-        raise ValueError(
-            f"unknown benchmark {ref!r}; known: {', '.join(BENCHMARKS)}, or a {'/'.join(LOCAL_SUFFIXES)} file"
-        )
+def check_benchmark_names(refs: list[str]) -> None:
+    """ConfigError for an eval.benchmarks entry that is neither a known benchmark nor a local file (pre-flight)."""
+    for ref in refs:
+        if not is_file_ref(ref) and benchmark_name(ref) not in BENCHMARKS:
+            known = f"{', '.join(BENCHMARKS)}, or a {'/'.join(LOCAL_SUFFIXES)} file"
+            raise ConfigError(f"eval.benchmarks: unknown benchmark {ref!r}; known: {known}")
 
 
 def last_boxed(text: str) -> str | None:
@@ -169,7 +169,7 @@ def load_benchmark(ref: str, data_dir: str | Path | None = None, max_problems: i
         if not path.is_file():
             raise ConfigError(f"eval.benchmarks: file not found: {path}")
     else:
-        check_benchmark_name(ref)
+        check_benchmark_names([ref])
         spec = BENCHMARKS[name]
         path = find_local(name, data_dir)
     if path is not None:

@@ -48,9 +48,10 @@ def standalone_config(cfg: RunConfig, longest_prompt: int, max_positions: int | 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Load the config, read the benchmarks, start Ray, engines and verifiers, evaluate, print the table."""
     from openrs_ray.config import check_hub, check_paths, load_config
-    from openrs_ray.eval.benchmarks import load_benchmarks
+    from openrs_ray.eval.benchmarks import check_benchmark_names, load_benchmarks
 
     cfg = load_config(args.config, args.overrides)
+    check_benchmark_names(cfg.eval.benchmarks)  # pre-flight (the config does not import eval/)
     check_paths(cfg, need_data=False)  # before any actor starts
     check_hub(cfg)
     benchmarks = load_benchmarks(cfg.eval)  # a missing file or unreachable hub fails here too

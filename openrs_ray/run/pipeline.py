@@ -28,8 +28,6 @@ from openrs_ray.config import (
     RunConfig,
     _describe,
     apply_overrides,
-    check_hub,
-    check_paths,
     parse_config,
     read_yaml,
 )
@@ -135,21 +133,21 @@ def _yaml(value: Any) -> str:
 
 def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run (or continue) every stage in order; returns each stage's {name, stage, model, folder}."""
-    from openrs_ray.extensions import check_extensions
     from openrs_ray.records.checkpoint import latest_checkpoint
+    from openrs_ray.run.preflight import check_names, preflight
     from openrs_ray.run.runner import run_stage
 
     pipe, configs = load_pipeline(path, overrides)
+    for cfg in configs:  # names first: a typo fails before `prepare` writes anything
+        check_names(cfg)
     for line in prepare(pipe.prepare, pipe.output_dir):
         print(f"pipeline: {line}")
     for cfg in configs:  # fail fast, except on models an earlier stage of this pipeline will write
-        check_paths(cfg, skip_under=pipe.output_dir)
-        check_hub(cfg, skip_under=pipe.output_dir)
         # User rewards import now; their probe call waits for data an earlier stage will write.
         data_later = cfg.data is not None and Path(cfg.data.path).resolve().is_relative_to(
             Path(pipe.output_dir).resolve()
         )
-        check_extensions(cfg, probe=not data_later)
+        preflight(cfg, skip_under=pipe.output_dir, probe=not data_later)
     done: list[dict[str, Any]] = []
     for spec, cfg in zip(pipe.stages, configs, strict=True):
         folder = Path(cfg.output_dir)

@@ -48,7 +48,9 @@ def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     from openrs_ray.cluster import check_resources, ray_cluster
     from openrs_ray.records.checkpoint import latest_checkpoint
     from openrs_ray.records.runlog import RunFolder
+    from openrs_ray.run.preflight import check_names
 
+    check_names(cfg)  # also for callers that skipped the CLI's pre-flight (milliseconds)
     ckpt = latest_checkpoint(cfg.output_dir) if resume else None
     if resume and ckpt is None:
         raise ConfigError(f"--resume: no complete checkpoint in {cfg.output_dir}/checkpoints")

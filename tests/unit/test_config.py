@@ -48,7 +48,6 @@ def test_override_creates_missing_sections() -> None:
         ("generation.num_generations=1", "generation.num_generations", "greater than or equal to 2"),
         ("learner.lrr=1e-6", "learner.lrr", "unknown key"),
         ("learner.loss_type=ppo", "learner.loss_type", "grpo"),
-        ("rewards.functions=[{name: acuracy}]", "rewards", "acuracy"),
         ("learner.num_learners=3", "learner.num_learners", "whole groups"),
     ],
 )

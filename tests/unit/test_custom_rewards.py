@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from openrs_ray.cli import main
-from openrs_ray.config import ConfigError, RewardsConfig, load_config
+from openrs_ray.config import ConfigError, RewardsConfig, load_config, parse_config
 from openrs_ray.records.runlog import rollout_metrics
 from openrs_ray.rewards.custom import CustomRewardError, check_custom_rewards, load_function, register_custom
 from openrs_ray.rewards.registry import REWARD_FUNCTIONS, RewardContext, score_sample
 from openrs_ray.rewards.sandbox import SampleScorer
+from openrs_ray.run.preflight import check_names
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 REWARDS = """
@@ -114,12 +115,14 @@ def test_config_resolves_files_and_rejects_clashes(rewards_file: Path, monkeypat
     cfg = RewardsConfig(functions=[{"name": "mine", "function": "my_rewards.py:brevity"}])
     assert cfg.functions[0].function == f"{rewards_file}:brevity"  # relative to the working directory
     assert RewardsConfig(functions=[{"name": "mine", "function": "pkg.mod:f"}]).functions[0].function == "pkg.mod:f"
-    with pytest.raises(ValueError, match="is a built-in reward"):
-        RewardsConfig(functions=[{"name": "accuracy", "function": "my_rewards.py:brevity"}])
     with pytest.raises(ValueError, match="appears twice"):
         RewardsConfig(functions=[{"name": "format"}, {"name": "format"}])
-    with pytest.raises(ValueError, match="unknown reward function"):
-        RewardsConfig(functions=[{"name": "brevity"}])  # no function: must be a built-in
+    # Names against the registry: at pre-flight (the config layer does not import rewards/).
+    shadow = parse_config({"model": {"path": "m"}, "rewards": [{"name": "accuracy", "function": "x.py:f"}]})
+    with pytest.raises(ConfigError, match=r"^rewards.functions: \['accuracy'\] is a built-in reward"):
+        check_names(shadow)
+    with pytest.raises(ConfigError, match=r"^rewards: unknown reward function\(s\) \['brevity'\]"):
+        check_names(parse_config({"model": {"path": "m"}, "rewards": [{"name": "brevity"}]}))  # must be a built-in
 
 
 def test_kwargs_and_none_through_the_registry(rewards_file: Path) -> None:

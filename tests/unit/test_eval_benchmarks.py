@@ -23,6 +23,7 @@ from openrs_ray.eval.benchmarks import (
 from openrs_ray.eval.cli import standalone_config
 from openrs_ray.eval.runner import EvalHook, Evaluator
 from openrs_ray.rewards.math_answer import parse_gold
+from openrs_ray.run.preflight import check_names
 from tests.conftest import REPO
 
 
@@ -41,8 +42,9 @@ def test_names_resolve_case_and_punctuation_free() -> None:
 
 
 def test_unknown_benchmark_is_a_config_error_naming_it() -> None:
+    cfg = parse_config({"model": {"path": "m"}, "eval": {"benchmarks": ["math500", "aime25"]}})  # pre-flight checks
     with pytest.raises(ConfigError, match=r"^eval.benchmarks: unknown benchmark 'aime25'; known: aime24, math500"):
-        parse_config({"model": {"path": "m"}, "eval": {"benchmarks": ["math500", "aime25"]}})
+        check_names(cfg)
 
 
 @pytest.mark.parametrize(
