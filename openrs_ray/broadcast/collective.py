@@ -14,8 +14,7 @@ import time
 
 from openrs_ray.broadcast.base import WeightBroadcast
 from openrs_ray.broadcast.channel import channel_backend, channel_timeout_s, driver_wait_s
-from openrs_ray.generators.group import GeneratorGroup
-from openrs_ray.learners.group import LearnerGroup
+from openrs_ray.broadcast.protocols import WeightSink, WeightSource
 from openrs_ray.types import WeightVersion
 
 
@@ -23,7 +22,7 @@ class CollectiveBroadcast(WeightBroadcast):
     """Versioned, bucketed broadcast of learner rank 0's weights on a torch.distributed group."""
 
     def __init__(
-        self, learners: LearnerGroup, generators: GeneratorGroup, bucket_mb: int, timeout_s: float, version: int = 0
+        self, learners: WeightSource, generators: WeightSink, bucket_mb: int, timeout_s: float, version: int = 0
     ) -> None:
         self.learners, self.generators = learners, generators
         self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s

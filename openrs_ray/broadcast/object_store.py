@@ -9,15 +9,14 @@ from __future__ import annotations
 import time
 
 from openrs_ray.broadcast.base import WeightBroadcast
-from openrs_ray.generators.group import GeneratorGroup
-from openrs_ray.learners.group import LearnerGroup
+from openrs_ray.broadcast.protocols import WeightSink, WeightSource
 from openrs_ray.types import WeightVersion
 
 
 class ObjectStoreBroadcast(WeightBroadcast):
     """Versioned, bucketed publishing from learner rank 0 to all engines via ObjectRefs."""
 
-    def __init__(self, learners: LearnerGroup, generators: GeneratorGroup, version: int = 0) -> None:
+    def __init__(self, learners: WeightSource, generators: WeightSink, version: int = 0) -> None:
         self.learners, self.generators, self.version = learners, generators, version
 
     def publish(self) -> tuple[WeightVersion, dict[str, float]]:
