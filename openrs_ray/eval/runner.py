@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from openrs_ray.config import ConfigError, RunConfig
 from openrs_ray.eval.benchmarks import Benchmark, load_benchmarks
 from openrs_ray.eval.metrics import average_metrics, benchmark_metrics
 from openrs_ray.eval.report import write_report
+from openrs_ray.flow import GenerateScore
 from openrs_ray.types import Prompt, ScoredGroup
 
 
@@ -131,17 +131,11 @@ class Evaluator:
     ) -> Iterator[ScoredGroup]:
         """Scored groups as they finish. Two chunks per engine stay in flight, so no engine idles before the end;
         each chunk goes to the verifier pool as soon as it is generated."""
-        size, sampling = self.ec.chunk_size, self.sampling()
-        chunks = deque(todo[i : i + size] for i in range(0, len(todo), size))
-        in_flight: deque = deque()
+        size = self.ec.chunk_size
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         scoring: list[ray.ObjectRef] = []
-        while chunks or in_flight:
-            while chunks and len(in_flight) < 2 * len(generators.engines):
-                chunk = chunks.popleft()
-                in_flight.append((chunk, generators.submit(chunk, sampling)))
-            chunk, pending = in_flight.popleft()
-            rollouts = generators.collect(pending)
-            scoring += verifiers.score(list(zip(chunk, rollouts, strict=True)))
+        for refs in GenerateScore(generators, verifiers).stream(chunks, per_engine=2, sampling=self.sampling()):
+            scoring += refs
             done, scoring = ray.wait(scoring, num_returns=len(scoring), timeout=0)
             yield from self._fetch(done, advance)
         deadline = time.monotonic() + self.ec.timeout_s

@@ -15,7 +15,6 @@ The orchestrator owns only the step counter and the order of phases; components 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,8 @@ from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.config import RunConfig
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
-from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
+from openrs_ray.flow import GenerateScore
+from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.ops.control import start_control
 from openrs_ray.ops.cost import CostMeter
@@ -78,7 +78,6 @@ class Orchestrator:
         self.started: list[Any] = []  # components to shut down, in start order
         self.telemetry: RunMetrics | None = None
         self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
-        self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
 
     def setup(self, resume: Path | None = None) -> None:
         """Start every role (engines and learners load concurrently); from a checkpoint when `resume`."""
@@ -96,6 +95,7 @@ class Orchestrator:
         self.generators = self._start(GeneratorGroup(cfg, version=version, model_path=policy))
         self.verifiers = self._start(VerifierPool(cfg))
         self.learners = self._start(LearnerGroup(cfg))
+        self.flow = GenerateScore(self.generators, self.verifiers)  # prompts → generators → verifier pool
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
         mc = cfg.metrics
@@ -122,7 +122,7 @@ class Orchestrator:
         self.step_idx = state["step"]
         self.buffer.restore(buffered)
         for batch in in_flight:
-            self.in_flight.append((batch, self.generators.submit(batch)))
+            self.flow.submit(batch)
 
     def save(self) -> Path:
         """Checkpoint the run after the current step (see checkpoint.py); keeps the newest keep_last."""
@@ -130,7 +130,7 @@ class Orchestrator:
         self.learners.save(str(path / "policy"))
         write_state(
             path, step=self.step_idx, version=self.broadcast.version, data=self.prompts.state(),
-            in_flight=[batch for batch, _ in self.in_flight], buffered=self.buffer.snapshot(self.cfg.rewards.timeout_s),
+            in_flight=self.flow.batches_in_flight(), buffered=self.buffer.snapshot(self.cfg.rewards.timeout_s),
         )  # fmt: skip
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
@@ -180,16 +180,13 @@ class Orchestrator:
 
     def _next_rollouts(self) -> tuple[list[Prompt], list[list[Rollout]]]:
         """Keep 1 + max_staleness batches in flight on the engines, and collect the oldest."""
-        n = self.cfg.prompts_per_step
-        while len(self.in_flight) < 1 + self.cfg.buffer.max_staleness:
-            batch = self.prompts.next_batch(n)
-            self.in_flight.append((batch, self.generators.submit(batch)))
-        prompts, pending = self.in_flight.popleft()
-        return list(prompts), self.generators.collect(pending)
+        while len(self.flow.in_flight) < 1 + self.cfg.buffer.max_staleness:
+            self.flow.submit(self.prompts.next_batch(self.cfg.prompts_per_step))
+        return self.flow.next()
 
     def _score(self, prompts: list[Prompt], rollouts: list[list[Rollout]]) -> tuple[list[ScoredGroup], TakeStats]:
         version = min(r.weight_version for group in rollouts for r in group)
-        self.buffer.add(self.verifiers.score(list(zip(prompts, rollouts, strict=True))), version)
+        self.buffer.add(self.flow.score(prompts, rollouts), version)
         return self.buffer.take(len(prompts), self.broadcast.version, self.cfg.rewards.timeout_s)
 
     def _refill(self, groups: list[ScoredGroup], taken: TakeStats) -> list[Prompt]:

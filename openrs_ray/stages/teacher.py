@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from openrs_ray.config import DataConfig, RewardSpec, RunConfig
 from openrs_ray.data.sources import PromptSource
+from openrs_ray.flow import GenerateScore
 from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.rewards.pool import VerifierPool
 from openrs_ray.types import Prompt, ScoredGroup
@@ -64,13 +63,14 @@ def write_teacher_solutions(cfg: RunConfig, tokenizer: Any) -> dict[str, Any]:
     target = min(cfg.kd.max_problems or len(source.rows), len(source.rows))
     generators, verifiers = GeneratorGroup(tcfg), VerifierPool(tcfg)
     stats = {"problems": 0, "sampled": 0, "correct": 0, "kept": 0, "problems_kept": 0}
+    flow = GenerateScore(generators, verifiers)
     try:
         generators.wait_ready()
         chunk = 8 * len(generators.engines)
         with (folder / f"{SOLUTIONS}.tmp").open("w") as f:
             while stats["problems"] < target and source.epoch == 0:
                 batch = source.next_batch(min(chunk, target - stats["problems"]))
-                groups = _score(batch, generators, verifiers, cfg.rewards.timeout_s)
+                groups = flow.scored(batch, cfg.rewards.timeout_s)
                 for prompt, group in zip(batch, groups, strict=True):
                     kept = _kept(group, cfg.kd.keep_per_problem)
                     for text in kept:
@@ -90,12 +90,6 @@ def write_teacher_solutions(cfg: RunConfig, tokenizer: Any) -> dict[str, Any]:
     tmp.write_text(json.dumps(stats))
     os.replace(tmp, folder / STATS)  # last: marks the solutions complete
     return stats
-
-
-def _score(batch: list[Prompt], generators: GeneratorGroup, verifiers: VerifierPool, timeout_s: float) -> list:
-    rollouts = generators.generate(batch)
-    refs = verifiers.score(list(zip(batch, rollouts, strict=True)))
-    return ray.get(refs, timeout=timeout_s)
 
 
 def _row(cfg: RunConfig, source: PromptSource, prompt: Prompt, solution: str) -> dict[str, Any]:
