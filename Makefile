@@ -43,4 +43,5 @@ test: $(STAMP) $(TRACK)
 	$(PY) -m pytest tests -m "not gpu"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@# lint-imports: the layer contract of pyproject.toml [tool.importlinter] (also run by tests/unit/test_layers.py).
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports --no-cache
