@@ -60,6 +60,7 @@ def test_invalid_values(smoke_overrides: list[str], out_dir: Path) -> None:
     _expect_error(out_dir, *base, "generation.num_generations=1", key="generation.num_generations")
     _expect_error(out_dir, *base, "learner.lr=fast", key="learner.lr")
     _expect_error(out_dir, *base, "learner.lrr=1e-6", key="learner.lrr")
+    _expect_error(out_dir, *base, "rewards.functions=[{name: acuracy}]", key="rewards")  # pre-flight, not the config
 
 
 def test_malformed_yaml(tmp_path: Path, out_dir: Path) -> None:
