@@ -10,6 +10,12 @@ Who owns what:
 - LearnerGroup (learners/)      DeepSpeed ranks; the loss; optimizer state; the learner's version.
 - WeightBroadcast (broadcast/)  moving a learner version to every engine, with a timeout.
 The orchestrator owns only the step counter and the order of phases; components never call each other.
+GenerateScore (flow.py) carries batches from the engines to the verifier pool, the same code the kd_seq
+teacher and the evaluator use; the orchestrator only decides how many batches it keeps in flight.
+
+Where it sits (see README "Layout"): run/ (runner, pipeline, pre-flight) drives this stage driver and its
+siblings in stages/ (supervised, teacher); below them flow.py, then the roles, then data/, then the run
+plumbing it reports to (records/: checkpoints, run log; ops/: metrics, cost, control), config/ and types.py.
 """
 
 from __future__ import annotations
