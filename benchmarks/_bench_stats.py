@@ -32,7 +32,7 @@ def spread(values: list[float]) -> dict[str, float]:
     }  # fmt: skip
 
 
-def core_split(system: str, total: int) -> dict[str, int]:
+def core_split(system: str, total: int, async_threads: list[int] | None = None) -> dict[str, int]:
     """Torch threads per compute role of a system given the TOTAL cores it may use (what the JSON reports).
 
     TRL computes in one process (generation, scoring and learning take turns): all of them. Ours sync: engine and
@@ -42,6 +42,8 @@ def core_split(system: str, total: int) -> dict[str, int]:
     """
     if system.startswith("trl"):
         return {"trainer": total}
+    if system == "ours_async" and async_threads:
+        return {"engine": async_threads[0], "learner": async_threads[1]}
     return {"engine": total, "learner": total}
 
 

@@ -145,7 +145,7 @@ def run_system(system: str, spec_path: Path, tmp: Path, timeout_s: float, thread
     """Run one system's process; its record plus process wall seconds and peak memory (or an error)."""
     script, arg = SYSTEMS[system]
     out, log = tmp / f"{system}.json", tmp / f"{system}.log"
-    env = child_env(system, core_split(system, threads).get("trainer", threads))
+    env = child_env(system, threads)
     t0 = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(
@@ -262,7 +262,7 @@ def make_spec(args: argparse.Namespace, workload: str, model: Path, data: Path, 
         "lr": args.lr, "beta": args.beta, "epsilon": args.epsilon, "loss_type": args.loss_type,
         "micro_batch_size": args.micro_batch, "warmup": warmup, "steps": steps, "seed": 0,
         "temperature": 1.0, "kv_cache_gib": 1, "is_cap": 2.0, "rewards": ["accuracy", "format"],
-        "threads": args.threads, "split": {s: core_split(s, args.threads) for s in SYSTEMS},
+        "threads": args.threads, "split": {s: core_split(s, args.threads, args.async_threads) for s in SYSTEMS},
         "enforce_eager": args.enforce_eager, "data_rows": n,
     }  # fmt: skip
 
@@ -284,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loss-type", default="bnpo", choices=["grpo", "bnpo", "dr_grpo", "dapo"])
     parser.add_argument("--micro-batch", type=int, default=4, help="sequences per forward/backward")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="TOTAL cores per system (all: default)")
+    parser.add_argument("--async-threads", nargs=2, type=int, metavar=("ENGINE", "LEARNER"),
+                        help="ours_async's torch threads per role (default: the total for each)")  # fmt: skip
     parser.add_argument("--enforce-eager", action="store_true", help="run our vLLM engine eager (TRL's compiles)")
     parser.add_argument("--max-prompt-length", type=int, default=512, help="prompts longer are skipped")
     parser.add_argument("--data", default=None, help="GSM8K-style jsonl (default: ../shared/data or configs/data)")
