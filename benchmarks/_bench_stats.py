@@ -36,14 +36,16 @@ def core_split(system: str, total: int, async_threads: list[int] | None = None) 
     """Torch threads per compute role of a system given the TOTAL cores it may use (what the JSON reports).
 
     TRL computes in one process (generation, scoring and learning take turns): all of them. Ours sync: engine and
-    learner take turns, so each gets all of them too. Ours async: engine and learner run at the same time; each
-    still gets every core, since the engine's batch usually finishes before the learner's step and the learner
-    then has the machine to itself (measured faster than a fixed half each; see README's speed section).
+    learner take turns, so each gets all of them too. Ours async: engine and learner run at the same time, so the
+    cores are shared out (half each unless `async_threads` says otherwise). Giving both roles every core
+    oversubscribes the machine: measured 68 CPU-s per gen_heavy step against 26 for sync, the OpenMP threads
+    spinning on each other (benchmarks/profile_step.py, README).
     """
     if system.startswith("trl"):
         return {"trainer": total}
-    if system == "ours_async" and async_threads:
-        return {"engine": async_threads[0], "learner": async_threads[1]}
+    if system == "ours_async":
+        engine, learner = async_threads or (max(1, total // 2), max(1, total - total // 2))
+        return {"engine": engine, "learner": learner}
     return {"engine": total, "learner": total}
 
 
