@@ -285,7 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=4, help="sequences per forward/backward")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="TOTAL cores per system (all: default)")
     parser.add_argument("--async-threads", nargs=2, type=int, metavar=("ENGINE", "LEARNER"),
-                        help="ours_async's torch threads per role (default: half the total each)")  # fmt: skip
+                        help="ours_async's torch threads per role (default: half the total, and all)")  # fmt: skip
     parser.add_argument("--enforce-eager", action="store_true", help="run our vLLM engine eager (TRL's compiles)")
     parser.add_argument("--max-prompt-length", type=int, default=512, help="prompts longer are skipped")
     parser.add_argument("--data", default=None, help="GSM8K-style jsonl (default: ../shared/data or configs/data)")

@@ -81,8 +81,8 @@ def test_spread_hand_computed() -> None:
 def test_core_split_gives_every_system_the_total() -> None:
     assert core_split("trl_vllm", 2) == {"trainer": 2}
     assert core_split("ours_sync", 2) == {"engine": 2, "learner": 2}  # they take turns
-    assert core_split("ours_async", 2) == {"engine": 1, "learner": 1}  # they overlap: shared out
-    assert core_split("ours_async", 3) == {"engine": 1, "learner": 2}
+    assert core_split("ours_async", 2) == {"engine": 1, "learner": 2}  # the learner takes the idle engine's core
+    assert core_split("ours_async", 5) == {"engine": 2, "learner": 5}
     assert core_split("ours_async", 4, [1, 3]) == {"engine": 1, "learner": 3}
 
 
