@@ -81,7 +81,10 @@ def role(proc: psutil.Process) -> str:
     try:
         cmd = " ".join(proc.cmdline()) or proc.name()
     except psutil.ZombieProcess:  # psutil says so for Ray workers whose title setproctitle rewrote; comm remains
-        cmd = proc.name()
+        try:
+            cmd = proc.name()
+        except psutil.Error as e:
+            return f"unreadable ({type(e).__name__})"
     except psutil.Error as e:
         return f"unreadable ({type(e).__name__})"
     for key, name in (("VLLMGen", "engine actor"), ("DeepSpeed", "learner actor"), ("Verifier", "verifier actors"),
