@@ -97,3 +97,24 @@ def test_rounds_below_three_need_quick() -> None:
         parse_args(["--rounds", "1"])
     assert exc.value.code == 2
     assert parse_args([]).rounds == MIN_ROUNDS
+
+
+def test_profile_buckets_stacks_by_first_matching_rule() -> None:
+    from profile_step import IDLE, parse_raw
+
+    raw = "\n".join([
+        # a weight load runs inside vLLM: the more specific rule (listed first) wins
+        "main (ray/_private/worker.py:1);load_weight_buckets (openrs_ray/generators/worker_ext.py:40) 3",
+        "main (ray/_private/worker.py:1);generate (vllm/entrypoints/llm.py:9);forward (vllm/model_executor/m.py:5) 5",
+        "update (openrs_ray/learners/deepspeed_actor.py:2);step (torch/optim/adamw.py:7) 2",
+        "update (openrs_ray/learners/deepspeed_actor.py:2);backward (torch/autograd/__init__.py:3) 4",
+        "<module> (ray/_private/workers/default_worker.py:323);Worker.main_loop (ray/_private/worker.py:1069) 7",
+        "run (somewhere/else.py:1) 1",
+        "not a sample line",
+    ])  # fmt: skip
+    counts, leaves = parse_raw(raw)
+    assert counts == {"weight export/load": 3, "engine decode": 5, "optimizer": 2, "learner forward/backward": 4,
+                      IDLE: 7, "other": 1}  # fmt: skip
+    assert leaves["optimizer"] == {
+        "step (torch/optim/adamw.py:7) <- update (openrs_ray/learners/deepspeed_actor.py:2)": 2
+    }
