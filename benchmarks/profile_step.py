@@ -1,7 +1,7 @@
 """Where each CPU-second of a generation-heavy GRPO step goes, for our sync and async modes.
 
     python benchmarks/profile_step.py [--modes sync async] [--workload gen_heavy] [--warmup 1] [--steps 2]
-                                      [--threads TOTAL_CORES] [--rate 50] [--out benchmarks/results/profile_step.json]
+                                      [--threads TOTAL_CORES] [--rate 25] [--out benchmarks/results/profile_step.json]
 
 Runs benchmarks/_ours_runner.py (the vs_trl.py workload and core split) and, once its warm-up steps are done,
 attaches py-spy (`record --subprocesses --format raw`, on-CPU samples only) to the whole process tree until the timed
