@@ -10,6 +10,7 @@ own phase times (time_<phase>_s), folded into the columns the TRL runs report.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 def overrides(spec: dict[str, Any], staleness: int) -> list[str]:
     """configs/smoke.yaml overrides that give the workload's shape and the settings the TRL runs use."""
     rewards = ", ".join(f"{{name: {name}, weight: 1.0}}" for name in spec["rewards"])
-    # Torch threads per actor (Ray sets OMP_NUM_THREADS from num_cpus): all of them for each actor in sync mode,
-    # where engine and learner take turns; half each in async mode, where they run at the same time.
-    cpus = max(1, spec["threads"] // 2) if staleness else spec["threads"]
+    # Torch threads per actor (Ray sets OMP_NUM_THREADS from num_cpus), as vs_trl.py split the total cores
+    # (_bench_stats.core_split); the JSON reports the split.
+    split = spec["split"]["ours_async" if staleness else "ours_sync"]
+    eager = "true" if spec["enforce_eager"] else "false"
     return [
         f"model.path={spec['model']}", "model.dtype=float32",
         f"output_dir={Path(spec['out_dir']) / f'ours-s{staleness}'}",
@@ -37,13 +39,15 @@ def overrides(spec: dict[str, Any], staleness: int) -> list[str]:
         f"generation.max_prompt_length={spec['max_prompt_length']}",
         f"generation.max_completion_length={spec['max_completion_length']}",
         f"generation.temperature={spec['temperature']}", f"generation.kv_cache_gib={spec['kv_cache_gib']}",
+        f"generation.enforce_eager={eager}",
         f"rewards.functions=[{rewards}]", "rewards.num_workers=2",
         f"buffer.max_staleness={staleness}", "buffer.advantage_scale=group",
         "learner.num_learners=1", f"learner.lr={spec['lr']}", "learner.lr_scheduler_type=constant",
         f"learner.micro_batch_size={spec['micro_batch_size']}", f"learner.beta={spec['beta']}",
         f"learner.epsilon={spec['epsilon']}", f"learner.loss_type={spec['loss_type']}", "learner.num_iterations=1",
         f"learner.importance_sampling_cap={spec['is_cap']}", "learner.gradient_checkpointing=false",
-        f"cluster.num_cpus={2 * cpus + 2}", f"cluster.generator_cpus={cpus}", f"cluster.learner_cpus={cpus}",
+        f"cluster.num_cpus={split['engine'] + split['learner'] + 2}", f"cluster.generator_cpus={split['engine']}",
+        f"cluster.learner_cpus={split['learner']}",
         "metrics.progress_bar=false", "metrics.jsonl=false",
     ]  # fmt: skip
 
@@ -59,6 +63,15 @@ def step_record(m: dict[str, Any], wall: float, cpu: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _mark(name: str) -> None:
+    """For profile_step.py: touch OPENRS_PROFILE_MARKS/<name> and give its profiler a moment to attach."""
+    marks = os.environ.get("OPENRS_PROFILE_MARKS")
+    if marks:
+        (Path(marks) / name).touch()
+        if name == "ready":
+            time.sleep(3.0)  # py-spy attaching to every process of the tree takes ~1-2 s
+
+
 def run(staleness: int, spec: dict[str, Any]) -> dict[str, Any]:
     """Set up an Orchestrator and run `spec["warmup"] + spec["steps"]` steps; the steps' records."""
     from openrs_ray.cluster import ray_cluster
@@ -72,10 +85,13 @@ def run(staleness: int, spec: dict[str, Any]) -> dict[str, Any]:
         try:
             orch.setup()
             record["setup_s"] = time.perf_counter() - T_START
-            for _ in range(cfg.max_steps):
+            for i in range(cfg.max_steps):
+                if i == spec["warmup"]:
+                    _mark("ready")
                 t0, cpu0 = time.perf_counter(), tree_cpu_s()
                 metrics = orch.step()
                 record["steps"].append(step_record(metrics, time.perf_counter() - t0, tree_cpu_s() - cpu0))
+            _mark("done")
         finally:
             orch.shutdown()
     return record

@@ -77,27 +77,34 @@ class VLLMGenerator(Generator):
         if unknown:
             raise ValueError(f"unknown sampling override(s) {sorted(unknown)}; allowed: {sorted(SAMPLING_OVERRIDES)}")
         seed = opts.pop("seed", None)
-        params: SamplingParams | list[SamplingParams] = SamplingParams(**opts, logprobs=0)
+        # Only the sampled token's logprob, as flat lists (no Logprob object per token), and no detokenisation in
+        # the engine's loop: it decoded every token twice (the incremental text and each logprob's token string),
+        # per step; the completion is decoded once at the end instead (_rollout), to the same text.
+        fixed = {"logprobs": 0, "flat_logprobs": True, "detokenize": False}
+        params: SamplingParams | list[SamplingParams] = SamplingParams(**opts, **fixed)
         if seed is not None:
-            params = [SamplingParams(**opts, logprobs=0, seed=zlib.crc32(f"{seed}:{p.uid}".encode())) for p in prompts]
+            params = [SamplingParams(**opts, **fixed, seed=zlib.crc32(f"{seed}:{p.uid}".encode())) for p in prompts]
         t0 = time.perf_counter()
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p.token_ids) for p in prompts], params, use_tqdm=False
         )
         self.busy_s += time.perf_counter() - t0
+        tokenizer = self.llm.get_tokenizer()
         groups = []
         for prompt, out in zip(prompts, outputs, strict=True):
-            groups.append([self._rollout(prompt, c) for c in out.outputs])
+            groups.append([self._rollout(prompt, c, tokenizer) for c in out.outputs])
         return groups
 
-    def _rollout(self, prompt: Prompt, completion) -> Rollout:
+    def _rollout(self, prompt: Prompt, completion, tokenizer) -> Rollout:
         ids = list(completion.token_ids)
-        logprobs = [step[tok].logprob for step, tok in zip(completion.logprobs or [], ids, strict=False)]
+        flat = completion.logprobs  # FlatLogprobs: with logprobs=0, position i's sampled token at start_indices[i]
+        logprobs = [flat.logprobs[i] for i in flat.start_indices] if flat is not None else []
         return Rollout(
             prompt_uid=prompt.uid,
             prompt_ids=list(prompt.token_ids),
             completion_ids=ids,
-            completion_text=completion.text,
+            # What vLLM's detokenizer would have produced (skip_special_tokens is SamplingParams' default).
+            completion_text=tokenizer.decode(ids, skip_special_tokens=True),
             sampling_logprobs=logprobs,
             finish_reason=completion.finish_reason or "stop",
             engine_id=self.engine_id,

@@ -158,6 +158,19 @@ def test_per_call_sampling_overrides_leave_training_sampling_alone(actors) -> No
         generators.generate([prompt], {"logprobs": 5})
 
 
+def test_rollout_logprobs_and_text_are_the_engines(actors) -> None:
+    """The flat sampling logprobs line up with the completion's tokens (the engine scores the same tokens alike),
+    and the text decoded once after generation is the tokens' text."""
+    cfg, generators, _ = actors
+    prompt = Evaluator(cfg, _tokenizer(cfg)).prompts["sums"][0]
+    (group,) = generators.generate([prompt], {"n": 2, "max_tokens": 24, "temperature": 1.0, "seed": 3})
+    for r in group:
+        assert len(r.sampling_logprobs) == len(r.completion_ids) > 0
+        scored = generators.prompt_logprobs(0, r.prompt_ids + r.completion_ids)[-len(r.completion_ids) :]
+        assert r.sampling_logprobs == pytest.approx(scored, abs=1e-3)
+        assert r.completion_text == _tokenizer(cfg).decode(r.completion_ids, skip_special_tokens=True)
+
+
 def test_eval_cli_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
     sums, _ = _write_benchmarks(tmp_path / "data")
     config = tmp_path / "eval.yaml"
