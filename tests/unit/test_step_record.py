@@ -107,3 +107,20 @@ def test_run_folder_writes_a_record_as_its_dict(tmp_path: Path) -> None:
     run.log(RL_LINE)
     run.close()
     assert run.metrics_path.read_text() == 2 * (json.dumps(RL_LINE) + "\n")
+
+
+def test_prometheus_reads_the_record() -> None:
+    from openrs_ray.metrics import RunMetrics
+
+    telemetry = RunMetrics(None)  # registry only, no HTTP endpoint
+    record = _rl_record()
+    record.learner |= {"kl": 0.125, "learner_tokens": 6.0, "learn_s": 2.0}
+    telemetry.observe(record, _groups(), queue_depth=3)
+    value = telemetry.registry.get_sample_value
+    assert value("openrs_reward_mean") == 0.5 and value("openrs_language_drift_ratio") == 0.25
+    assert value("openrs_reward", {"component": "accuracy"}) == 0.5 and value("openrs_kl") == 0.125
+    assert value("openrs_learner_tokens_per_second") == 3.0 and value("openrs_engines_up") == 2
+    assert value("openrs_step_phase_seconds", {"phase": "learn"}) == 2.0 and value("openrs_verifier_queue_depth") == 3
+    assert value("openrs_verifier_errors_total") == 1 and value("openrs_weight_sync_bytes_total") == 1024.0
+    assert value("openrs_rollout_tokens_total", {"engine": "0"}) == 6 and value("openrs_cost_dollars") == 0.1
+    assert value("openrs_cpu_hours", {"role": "generator"}) == 0.5 and value("openrs_learner_weight_version") == 3
