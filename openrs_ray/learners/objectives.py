@@ -55,21 +55,28 @@ class UpdateScale:
     grad_accumulation_steps: int  # micro-batches per optimizer step (DeepSpeed divides each loss by it)
 
 
+def _global_token_mean(total: torch.Tensor, inp: LossInputs) -> torch.Tensor:
+    """A micro-batch's token sum as its share of the step's global token mean. DeepSpeed divides each micro-batch
+    loss by gradient_accumulation_steps and averages over ranks; scaling by both (`num_items_in_batch` is the
+    global token count per rank) makes the gradient exactly that of the global token mean."""
+    if not inp.num_items_in_batch:
+        raise ValueError("a supervised objective needs num_items_in_batch (completion tokens of the global batch)")
+    return total * (inp.grad_accumulation_steps / inp.num_items_in_batch)
+
+
 def sft_nll(inp: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
-    """SFT / sequence-level KD: summed token NLL as a mean over the step's global tokens (`num_items_in_batch`,
-    per rank). DeepSpeed divides each micro-batch loss by gradient_accumulation_steps and averages over ranks;
-    scaling by both makes the gradient exactly that of the global token mean."""
+    """SFT / sequence-level KD: the token NLL of the completions (`logprobs` [B, T]) as a global token mean."""
     total = nll(inp.logprobs, inp.mask)
-    return total * (inp.grad_accumulation_steps / inp.num_items_in_batch), {"nll_sum": total.item()}  # type: ignore[operator]
+    return _global_token_mean(total, inp), {"nll_sum": total.item()}
 
 
 def token_kd(inp: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level KD: the `kd_divergence` (forward_kl or reverse_kl) between the student's partition logprobs
-    (`logprobs`, [B, T, K]) and the teacher's (`teacher_logprobs`), as a global token mean like `sft_nll`."""
+    (`logprobs`, [B, T, K]) and the teacher's (`teacher_logprobs`), as a global token mean."""
     if inp.teacher_logprobs is None:
         raise ValueError("token-level KD needs teacher_logprobs")
     total = masked_token_sum(token_kl(inp.logprobs, inp.teacher_logprobs, inp.kd_divergence), inp.mask)
-    return total * (inp.grad_accumulation_steps / inp.num_items_in_batch), {"kd_loss_sum": total.item()}  # type: ignore[operator]
+    return _global_token_mean(total, inp), {"kd_loss_sum": total.item()}
 
 
 class Objective:

@@ -18,7 +18,10 @@ from openrs_ray.learners.objectives import (
     TokenNLL,
     UpdateScale,
     objective_for,
+    sft_nll,
+    token_kd,
 )
+from openrs_ray.learners.loss import LossInputs
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs/smoke.yaml"
 TEACHER = "kd.teacher={path: teacher}"
@@ -129,3 +132,11 @@ def test_a_user_loss_path_is_resolved_once_when_the_objective_is_built(tmp_path:
     objective = objective_for(_cfg(f"learner.loss_type={tmp_path / 'my_loss.py'}:half"))
     loss, metrics = objective.compute_loss(FixedPolicy(torch.ones(1, 2)), _mb([[1, 1]], [1.0]), UpdateScale(2, 1))
     assert loss.item() == 1.0 and metrics == {"loss": 1.0}
+
+
+def test_supervised_losses_say_what_they_miss() -> None:
+    lp, mask = torch.zeros(1, 2), torch.ones(1, 2)
+    with pytest.raises(ValueError, match="teacher_logprobs"):
+        token_kd(LossInputs(lp, lp, torch.zeros(1), mask, num_items_in_batch=2))
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        sft_nll(LossInputs(lp, lp, torch.zeros(1), mask))
