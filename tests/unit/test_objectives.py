@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from openrs_ray.config import RunConfig, Stage, load_config
+from openrs_ray.learners.loss import LossInputs
 from openrs_ray.learners.objectives import (
     OBJECTIVES,
     MicroBatch,
@@ -21,7 +22,6 @@ from openrs_ray.learners.objectives import (
     sft_nll,
     token_kd,
 )
-from openrs_ray.learners.loss import LossInputs
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs/smoke.yaml"
 TEACHER = "kd.teacher={path: teacher}"
