@@ -8,7 +8,6 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,11 @@ import torch
 
 from openrs_ray.config import RunConfig
 from openrs_ray.learners.base import Learner
-from openrs_ray.learners.distill import masked_token_sum, nll, partition_logprobs, token_kl
+from openrs_ray.learners.distill import partition_logprobs
 from openrs_ray.learners.engine import build_reference, build_scheduler, deepspeed_config, load_causal_lm, off_device
 from openrs_ray.learners.logprobs import CompletionLogprobs, pack_rows
 from openrs_ray.learners.lora import LoraPolicy, param_counts
-from openrs_ray.learners.loss import policy_loss
+from openrs_ray.learners.objectives import MicroBatch, Objective, UpdateScale, objective_for
 from openrs_ray.types import TrainBatch
 
 
@@ -28,22 +27,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
-
-
-@dataclass
-class _MicroBatch:
-    """Tensors of one micro-batch, built once per update and reused by every iteration."""
-
-    input_ids: torch.Tensor  # [b, P+C]
-    attention_mask: torch.Tensor  # [b, P+C]
-    position_ids: torch.Tensor  # [b, P+C]
-    mask: torch.Tensor  # [b, C] completion tokens times the row's loss weight
-    advantages: torch.Tensor  # [b]
-    sampling: torch.Tensor | None = None  # [b, C] the engine's logprobs, for importance sampling
-    old_logprobs: torch.Tensor | None = None  # [b, C], when num_iterations > 1
-    ref_logprobs: torch.Tensor | None = None  # [b, C], when beta > 0
-    topk_ids: torch.Tensor | None = None  # [b, C, k] the teacher's top-k tokens (token-level KD)
-    teacher: torch.Tensor | None = None  # [b, C, k(+1)] the teacher's partition logprobs (token-level KD)
 
 
 class DeepSpeedLearner(Learner):
@@ -56,6 +39,8 @@ class DeepSpeedLearner(Learner):
         self.ref: Any = None  # CompletionLogprobs of the frozen initial policy, when beta > 0
         self.teacher: Any = None  # frozen KD teacher on this rank (kd.teacher_source = learner)
         self.lora: LoraPolicy | None = None  # the PEFT wrapper when learner.lora is set
+        # The stage's objective (learners/objectives.py), chosen once: nothing below branches on the stage.
+        self.objective: Objective = objective_for(cfg)
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the process group."""
@@ -87,9 +72,9 @@ class DeepSpeedLearner(Learner):
             model=policy, optimizer=optimizer, lr_scheduler=build_scheduler(optimizer, self.cfg),
             config=deepspeed_config(self.cfg),
         )  # fmt: skip
-        if lc.beta > 0 and self.cfg.stage == "rl":  # only then: a second model costs memory
+        if self.objective.uses_reference():
             self.ref = self.lora.reference(self.engine) if self.lora else build_reference(self.cfg, self.engine.device)
-        if self.cfg.stage == "kd_token" and self.cfg.kd.teacher_source == "learner":
+        if self.objective.teacher_on_learner():
             self.teacher = build_reference(self.cfg, self.engine.device, self.cfg.kd.teacher)
         # A LoRA reference is the policy itself with its adapters off: nothing more to check.
         ref = None if self.lora is not None else self.ref
@@ -99,14 +84,7 @@ class DeepSpeedLearner(Learner):
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         return {"init_s": time.perf_counter() - t0}
 
-    def _logprobs(self, model: Any, mb: _MicroBatch) -> torch.Tensor:
-        """[b, C] logprobs from the policy engine or the reference (both CompletionLogprobs modules)."""
-        # supervised: the model as is; rl: at the sampling temperature, or 1 as the TRL Open-RS pinned did
-        scaled = self.cfg.stage == "rl" and self.cfg.learner.scale_logits_by_temperature
-        t = self.cfg.generation.temperature if scaled else 1.0
-        return model(mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), t)
-
-    def _prepare(self, batch: TrainBatch) -> list[_MicroBatch]:
+    def _prepare(self, batch: TrainBatch) -> list[MicroBatch]:
         """Pack micro-batches; compute old logprobs (mu > 1) and reference logprobs (beta > 0) once."""
         gas = self.engine.gradient_accumulation_steps()
         size = -(-len(batch) // gas)
@@ -119,23 +97,23 @@ class DeepSpeedLearner(Learner):
             ids, attn, pos, cmask = pack_rows([p[-keep:] for p in part.prompt_ids], part.completion_ids, self.pad_id)
             weights = torch.tensor(part.loss_weights, dtype=cmask.dtype).unsqueeze(1)  # [b, 1]
             dev = self.engine.device  # pack on CPU, compute where the engine lives (cuda on GPU)
-            mb = _MicroBatch(
+            mb = MicroBatch(
                 ids.to(dev), attn.to(dev), pos.to(dev), (cmask * weights).to(dev),
                 torch.tensor(part.advantages, dtype=torch.float32, device=dev),
             )  # fmt: skip
             mb.sampling = self._sampling(part, cmask.size(1), dev)
-            if self.cfg.stage == "kd_token":
+            if self.objective.uses_teacher_topk():
                 self._attach_teacher(mb, part)
             with torch.no_grad():
                 if self.cfg.learner.num_iterations > 1:
                     self.engine.eval()
-                    mb.old_logprobs = self._logprobs(self.engine, mb)
+                    mb.old_logprobs = self.objective.logprobs(self.engine, mb)
                 if self.ref is not None:
-                    mb.ref_logprobs = self._logprobs(self.ref, mb)
+                    mb.ref_logprobs = self.objective.logprobs(self.ref, mb)
             out.append(mb)
         return out
 
-    def _attach_teacher(self, mb: _MicroBatch, part: TrainBatch) -> None:
+    def _attach_teacher(self, mb: MicroBatch, part: TrainBatch) -> None:
         """The teacher's top-k ids and partition logprobs per completion token, padded to [b, C, k]."""
         width, dev = mb.mask.size(1), self.engine.device
         if self.teacher is not None:  # on this rank: full logits, its own top-k
@@ -151,23 +129,6 @@ class DeepSpeedLearner(Learner):
                 ids[r, c, : len(pos_ids)] = torch.tensor(pos_ids)
                 lps[r, c, : len(pos_lps)] = torch.tensor(pos_lps)
         mb.topk_ids, mb.teacher = ids.to(dev), partition_logprobs(lps).to(dev)
-
-    def _supervised_loss(self, mb: _MicroBatch, tokens_per_rank: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """SFT / sequence-level KD (NLL) or token-level KD (KL), as a mean over the step's global tokens.
-
-        DeepSpeed divides each micro-batch loss by gradient_accumulation_steps and averages over ranks;
-        scaling by both makes the gradient exactly that of the global token mean.
-        """
-        scale = self.engine.gradient_accumulation_steps() / tokens_per_rank
-        if self.cfg.stage == "kd_token":
-            student = self.engine(
-                mb.input_ids, mb.attention_mask, mb.position_ids, mb.mask.size(1), topk_ids=mb.topk_ids
-            )
-            total = masked_token_sum(token_kl(student, mb.teacher, self.cfg.kd.loss), mb.mask)
-            name = "kd_loss"
-        else:
-            total, name = nll(self._logprobs(self.engine, mb), mb.mask), "nll"
-        return total * scale, {f"{name}_sum": total.item()}
 
     def _sampling(self, part: TrainBatch, width: int, dev: torch.device) -> torch.Tensor | None:
         """[b, C] sampling logprobs, or None when IS correction is off or some row lacks them."""
@@ -185,37 +146,18 @@ class DeepSpeedLearner(Learner):
         shards to equal length) because ZeRO reduces gradients inside each backward.
         """
         t0 = time.perf_counter()
-        lc, gen = self.cfg.learner, self.cfg.generation
+        lc = self.cfg.learner
         micro = self._prepare(batch)
         sums: dict[str, float] = {}
         grad_norms = []
         self.engine.train()
+        scale = UpdateScale(num_items_in_batch / self.world_size, self.engine.gradient_accumulation_steps())
         for _ in range(lc.num_iterations):
             for mb in micro:
-                if self.cfg.stage != "rl":
-                    loss, metrics = self._supervised_loss(mb, num_items_in_batch / self.world_size)
-                    self.engine.backward(loss)
-                    self.engine.step()
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    continue
-                logprobs = self._logprobs(self.engine, mb)  # [b, C]
-                # With one iteration old = current, detached (ratio 1), exactly as TRL does.
-                old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
-                is_w = None
-                if mb.sampling is not None:  # off-policy fix: the engine sampled from its own version
-                    is_w = torch.exp(old - mb.sampling).clamp(max=lc.importance_sampling_cap) * (mb.mask > 0)
-                loss, metrics = policy_loss(
-                    logprobs, old, mb.advantages, mb.mask,
-                    loss_type=lc.loss_type, epsilon=lc.epsilon, epsilon_high=lc.epsilon_high,
-                    beta=lc.beta, ref_logprobs=mb.ref_logprobs, max_completion_length=gen.max_completion_length,
-                    # DeepSpeed averages gradients over ranks; dividing by tokens/world_size gives the
-                    # global token mean, exactly as TRL normalises dapo under DDP.
-                    num_items_in_batch=num_items_in_batch / self.world_size, is_weights=is_w,
-                )  # fmt: skip
+                loss, metrics = self.objective.compute_loss(self.engine, mb, scale)
                 self.engine.backward(loss)
                 self.engine.step()
-                for k, v in {"loss": loss.item(), **metrics}.items():
+                for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
             norm = self.engine.get_global_grad_norm()
             grad_norms.append(float(norm) if norm is not None else float("nan"))

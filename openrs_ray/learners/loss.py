@@ -21,7 +21,7 @@ LOSSES: dict[str, LossFn] = {}
 
 @dataclass
 class LossInputs:
-    """What a policy loss sees for one micro-batch. Tensors are [B, T] over completion tokens; advantages [B]."""
+    """What a loss sees for one micro-batch. Tensors are [B, T] over completion tokens; advantages [B]."""
 
     logprobs: torch.Tensor  # under the policy being trained (with grad)
     old_logprobs: torch.Tensor  # under the policy that the ratio is taken against (detached)
@@ -34,6 +34,10 @@ class LossInputs:
     max_completion_length: int | None = None  # dr_grpo's constant normaliser
     num_items_in_batch: int | float | None = None  # dapo: completion tokens of the global batch (per rank)
     is_weights: torch.Tensor | None = None  # detached importance weights against the sampling engine
+    # The supervised objectives (learners/objectives.py) take the same inputs:
+    grad_accumulation_steps: int = 1  # micro-batches per optimizer step (DeepSpeed divides each loss by it)
+    teacher_logprobs: torch.Tensor | None = None  # [B, T, K] token-level KD: the teacher's partition logprobs
+    kd_divergence: str = "forward_kl"  # token-level KD: forward_kl or reverse_kl
 
 
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:

@@ -11,10 +11,10 @@ discovery file (deploy/prometheus/prometheus.yml scrapes both).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from openrs_ray.step_record import RolloutStats, StepRecord
 from openrs_ray.types import ScoredGroup
 
 PHASES = ("scale", "generate", "verify", "refill", "learn", "broadcast", "step")
@@ -76,49 +76,49 @@ class RunMetrics:
         self.server = start_http_server(port, addr=host, registry=r)[0] if port is not None else None
         self.port = self.server.server_port if self.server is not None else None
 
-    def observe(self, m: dict[str, Any], groups: list[ScoredGroup], queue_depth: int) -> None:
-        """Record one step's metrics dict (as written to metrics.jsonl) and its trained groups."""
+    def observe(self, m: StepRecord, groups: list[ScoredGroup], queue_depth: int) -> None:
+        """Record one rl step's record and its trained groups."""
         for g in groups:
             for r in g.rollouts:
                 self.rollout_tokens.labels(engine=str(r.engine_id)).inc(len(r.completion_ids))
                 self.engine_version.labels(engine=str(r.engine_id)).set(r.weight_version)
             self.rollout_prompts.labels(engine=str(g.rollouts[0].engine_id)).inc()
-        self.generation_seconds.observe(m["time_generate_s"])
-        self.verifier_seconds.observe(m["time_verify_s"])
-        self.learner_version.set(m["weight_version"])
-        self.engines_up.set(m["num_engines"])
-        if "sync_s" in m:
-            self.sync_seconds.observe(m["sync_s"])
-            self.sync_bytes.inc(m["sync_bytes"])
-        for lag, count in m.get("staleness_hist", {}).items():
+        assert m.rollout is not None and m.flow is not None, "Prometheus observes rl steps"
+        self.generation_seconds.observe(m.phases["generate"])
+        self.verifier_seconds.observe(m.phases["verify"])
+        self.learner_version.set(m.weight_version or 0)
+        self.engines_up.set(m.flow.num_engines)
+        if "sync_s" in m.sync:
+            self.sync_seconds.observe(m.sync["sync_s"])
+            self.sync_bytes.inc(m.sync["sync_bytes"])
+        for lag, count in m.staleness.get("staleness_hist", {}).items():
             for _ in range(count):
                 self.staleness.observe(int(lag))
         self.verifier_queue.set(queue_depth)
-        self.verifier_timeouts.inc(m["verify_timeouts"])
-        self.verifier_errors.inc(m["verify_errors"])
-        for key, value in m.items():
-            if key.startswith("reward/"):
-                self.reward.labels(component=key.removeprefix("reward/")).set(value)
-        self._gauges(m)
-        for role, key in (("generator", "generator_restarts"), ("verifier", "verifier_restarts")):
-            self.restarts.labels(role=role).inc(m[key] - self._restarts_seen[role])
-            self._restarts_seen[role] = m[key]
+        self.verifier_timeouts.inc(m.flow.verify_timeouts)
+        self.verifier_errors.inc(m.flow.verify_errors)
+        for name, value in m.rollout.components.items():
+            self.reward.labels(component=name).set(value)
+        self._gauges(m, m.rollout)
+        for role, seen in (("generator", m.flow.generator_restarts), ("verifier", m.flow.verifier_restarts)):
+            self.restarts.labels(role=role).inc(seen - self._restarts_seen[role])
+            self._restarts_seen[role] = seen
         self.steps.inc()
 
-    def _gauges(self, m: dict[str, Any]) -> None:
-        self.reward_mean.set(m["reward_mean"])
-        self.accuracy.set(m["accuracy_mean"])
-        self.completion_length.set(m["completion_length_mean"])
-        self.truncation.set(m["truncated_ratio"])
-        self.language_drift.set(m.get("language_drift_rate", 0.0))
-        self.kl.set(m.get("kl", 0.0))
-        self.clip_ratio.set(m.get("clip_ratio", 0.0))
-        if m.get("learn_s"):
-            self.learner_tps.set(m["learner_tokens"] / m["learn_s"])
+    def _gauges(self, m: StepRecord, rollout: RolloutStats) -> None:
+        self.reward_mean.set(rollout.reward_mean)
+        self.accuracy.set(rollout.accuracy_mean)
+        self.completion_length.set(rollout.completion_length_mean)
+        self.truncation.set(rollout.truncated_ratio)
+        self.language_drift.set(rollout.language_drift_rate or 0.0)
+        self.kl.set(m.learner.get("kl", 0.0))
+        self.clip_ratio.set(m.learner.get("clip_ratio", 0.0))
+        if m.learner.get("learn_s"):
+            self.learner_tps.set(m.learner["learner_tokens"] / m.learner["learn_s"])
         for phase in PHASES:
-            self.phase_seconds.labels(phase=phase).set(m.get(f"time_{phase}_s", 0.0))
-        self.cost.set(m.get("cost_dollars", 0.0))
-        for key, value in m.items():
+            self.phase_seconds.labels(phase=phase).set(m.phases.get(phase, 0.0))
+        self.cost.set(m.cost.get("cost_dollars", 0.0))
+        for key, value in m.cost.items():
             if key.startswith(("gpu_hours/", "cpu_hours/")):
                 kind, role = key.split("/")
                 (self.gpu_hours if kind == "gpu_hours" else self.cpu_hours).labels(role=role).set(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from openrs_ray.config import RunConfig, dump_config
 from openrs_ray.records.provenance import write_run_json
 from openrs_ray.records.tracking import open_trackers
+from openrs_ray.step_record import RolloutStats, StepRecord
 from openrs_ray.types import ScoredGroup
 
 
@@ -37,8 +37,9 @@ class RunFolder:
         write_run_json(cfg, self.path, resume_step)
         self.trackers = open_trackers(cfg, self.path)
 
-    def log(self, metrics: dict[str, Any]) -> None:
+    def log(self, record: StepRecord | dict[str, Any]) -> None:
         """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing); send it on."""
+        metrics = record.to_dict() if isinstance(record, StepRecord) else record
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
         for tracker in list(self.trackers):
@@ -56,27 +57,6 @@ class RunFolder:
         self.trackers = []
 
 
-def _mean(xs: list[float | None]) -> float:
-    """Mean of the values that apply (None: a user reward that does not apply to that rollout)."""
-    applied = [x for x in xs if x is not None]
-    return float(statistics.fmean(applied)) if applied else 0.0
-
-
 def rollout_metrics(groups: list[ScoredGroup]) -> dict[str, Any]:
-    """Reward, accuracy and length statistics of the groups trained on in one step."""
-    rewards = [r for g in groups for r in g.rewards]
-    lengths = [len(r.completion_ids) for g in groups for r in g.rollouts]
-    names = sorted({n for g in groups for n in g.components})
-    out: dict[str, Any] = {
-        "reward_mean": _mean(rewards),
-        "reward_std": float(statistics.pstdev(rewards)) if rewards else 0.0,
-        "accuracy_mean": _mean([a for g in groups for a in g.components.get("accuracy", [])]),
-        "completion_tokens": sum(lengths),
-        "completion_length_mean": _mean([float(n) for n in lengths]),
-        "truncated_ratio": _mean([float(r.finish_reason == "length") for g in groups for r in g.rollouts]),
-    }
-    for name in names:
-        out[f"reward/{name}"] = _mean([v for g in groups for v in g.components.get(name, [])])
-    if "language" in names:  # share of completions with any letters outside the prompt's script
-        out["language_drift_rate"] = _mean([float(v < 0) for g in groups for v in g.components["language"]])
-    return out
+    """Reward, accuracy and length statistics of the groups trained on in one step, as metrics.jsonl keys."""
+    return RolloutStats.of(groups).to_dict()

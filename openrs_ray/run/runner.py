@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from openrs_ray.config import ConfigError, RunConfig
+from openrs_ray.step_record import StepRecord
 
 
 def _progress(enabled: bool, label: str) -> Any:
@@ -21,12 +22,12 @@ def _progress(enabled: bool, label: str) -> Any:
     )  # fmt: skip
 
 
-def _info(m: dict[str, Any]) -> str:
+def _info(m: StepRecord) -> str:
     """The progress bar's one-line summary of a step."""
-    if "reward_mean" in m:
-        return f"reward {m['reward_mean']:.3f} acc {m['accuracy_mean']:.3f} {m['time_step_s']:.1f}s"
-    loss = next((f"{k} {m[k]:.4f}" for k in ("nll", "kd_loss") if k in m), "")
-    return f"{loss} {m['time_step_s']:.1f}s"
+    if m.rollout is not None:
+        return f"reward {m.rollout.reward_mean:.3f} acc {m.rollout.accuracy_mean:.3f} {m.phases['step']:.1f}s"
+    loss = next((f"{k} {m.learner[k]:.4f}" for k in ("nll", "kd_loss") if k in m.learner), "")
+    return f"{loss} {m.phases['step']:.1f}s"
 
 
 def make_driver(cfg: RunConfig) -> Any:
@@ -101,14 +102,14 @@ def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
         while driver.step_idx < cfg.max_steps:
             m = driver.step()
             if placement is not None:
-                m["placement"], placement = placement, None
+                m.placement, placement = placement, None
             step = driver.step_idx
             evaluate = hook is not None and hook.due(step)
             if (cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0) or evaluate:
                 saved = driver.save()
             if evaluate:  # a checkpoint exists for every evaluated step, so the best one can be kept
                 results = hook.run(step, *driver.eval_targets(), checkpoint=str(saved / "policy"), progress=bar)
-                m.update(flat_metrics(results))
+                m.evaluation.update(flat_metrics(results))
             run.log(m)
             bar.update(task, advance=1, info=_info(m))
     if saved is None or int(saved.name.split("-")[1]) != driver.step_idx:

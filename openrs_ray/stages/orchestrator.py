@@ -41,8 +41,8 @@ from openrs_ray.ops.control import start_control
 from openrs_ray.ops.cost import CostMeter
 from openrs_ray.ops.metrics import RunMetrics
 from openrs_ray.records.checkpoint import checkpoint_dir, prune, read_state, write_state
-from openrs_ray.records.runlog import rollout_metrics
 from openrs_ray.rewards.pool import VerifierPool
+from openrs_ray.step_record import FlowCounters, RolloutStats, StepRecord
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 
@@ -58,7 +58,7 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.seconds[f"time_{phase}_s"] = time.perf_counter() - t0
+            self.seconds[phase] = time.perf_counter() - t0
 
 
 class NonFiniteGuard:
@@ -153,8 +153,8 @@ class Orchestrator:
         self.started.append(component)
         return component
 
-    def step(self) -> dict[str, Any]:
-        """One GRPO step, phase by phase as in the flow diagram; returns the step's metrics."""
+    def step(self) -> StepRecord:
+        """One GRPO step, phase by phase as in the flow diagram; returns the step's record."""
         t = PhaseTimer()
         with t("step"):
             with t("scale"):  # operators may have asked for more or fewer engines
@@ -211,31 +211,21 @@ class Orchestrator:
             extra += batch
         return extra
 
-    def _metrics(self, prompts, groups, taken, staleness, seconds, learn, sync) -> dict[str, Any]:
-        return {
-            "step": self.step_idx,
-            "weight_version": self.broadcast.version,
-            **rollout_metrics(groups),
-            **seconds,
-            **learn,
-            **sync,
-            **staleness.summary(),
-            "groups_trained": len(groups),
-            "nonfinite_skipped_total": self.nonfinite.total,
-            "dropped_unparsable": taken.dropped_unparsable,
-            "dropped_stale": taken.stale,
-            "dropped_zero_variance": taken.zero_variance,
-            "refill_rounds": taken.refill_rounds,
-            "dropped_too_long": self.prompts.dropped_too_long,
-            "verify_timeouts": taken.sample_timeouts,
-            "verify_group_timeouts": taken.group_timeouts,
-            "verify_errors": taken.verify_errors,
-            "verifier_restarts": self.verifiers.count_restarts(),
-            "generator_restarts": self.generators.restarts,
-            "num_engines": len(self.generators.engines),
-            **self.cost.summary(),
-            "prompt_uids": [p.uid for p in prompts],
-        }
+    def _metrics(self, prompts, groups, taken, staleness, seconds, learn, sync) -> StepRecord:
+        flow = FlowCounters(
+            groups_trained=len(groups), nonfinite_skipped_total=self.nonfinite.total,
+            dropped_unparsable=taken.dropped_unparsable, dropped_stale=taken.stale,
+            dropped_zero_variance=taken.zero_variance, refill_rounds=taken.refill_rounds,
+            dropped_too_long=self.prompts.dropped_too_long, verify_timeouts=taken.sample_timeouts,
+            verify_group_timeouts=taken.group_timeouts, verify_errors=taken.verify_errors,
+            verifier_restarts=self.verifiers.count_restarts(), generator_restarts=self.generators.restarts,
+            num_engines=len(self.generators.engines),
+        )  # fmt: skip
+        return StepRecord(
+            step=self.step_idx, prompt_uids=[p.uid for p in prompts], phases=seconds, learner=learn,
+            cost=self.cost.summary(), weight_version=self.broadcast.version, rollout=RolloutStats.of(groups),
+            sync=sync, staleness=staleness.summary(), flow=flow,
+        )  # fmt: skip
 
     def _rescale(self) -> None:
         want = ray.get(self.control.desired_generators.remote(), timeout=30)

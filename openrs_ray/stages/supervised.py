@@ -20,6 +20,7 @@ from openrs_ray.generators.group import GeneratorGroup
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.ops.cost import CostMeter
 from openrs_ray.records.checkpoint import checkpoint_dir, prune, read_state, write_state
+from openrs_ray.step_record import StepRecord, SupervisedCounters
 from openrs_ray.types import Prompt, TrainBatch
 
 
@@ -99,8 +100,8 @@ class SupervisedTrainer:
             batch.teacher_logprobs = [lps for _, lps in topk]
         return batch
 
-    def step(self) -> dict[str, Any]:
-        """One optimizer step over prompts_per_step pairs; returns the step's metrics."""
+    def step(self) -> StepRecord:
+        """One optimizer step over prompts_per_step pairs; returns the step's record."""
         t0 = time.perf_counter()
         prompts = self.source.next_batch(self.cfg.prompts_per_step)
         batch = self.batch(prompts)
@@ -108,18 +109,12 @@ class SupervisedTrainer:
         learn = self.learners.update(batch)
         self.step_idx += 1
         self.cost.tick(len(self.teacher.engines) if self.teacher else 0)
-        return {
-            "step": self.step_idx,
-            "stage": self.cfg.stage,
-            **learn,
-            "time_teacher_s": t_teacher,
-            "time_step_s": time.perf_counter() - t0,
-            "epoch": self.source.epoch,
-            "dropped_too_long": self.source.dropped_too_long,
-            "dropped_malformed": self.source.dropped_malformed,
-            **self.cost.summary(),
-            "prompt_uids": [p.uid for p in prompts],
-        }
+        src = self.source
+        return StepRecord(
+            step=self.step_idx, prompt_uids=[p.uid for p in prompts], learner=learn, stage=self.cfg.stage,
+            phases={"teacher": t_teacher, "step": time.perf_counter() - t0}, cost=self.cost.summary(),
+            supervised=SupervisedCounters(src.epoch, src.dropped_too_long, src.dropped_malformed),
+        )  # fmt: skip
 
     def eval_targets(self) -> tuple[GeneratorGroup, Any]:
         """Student engines with the current weights, and a verifier pool; started at the first evaluation."""

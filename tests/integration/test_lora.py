@@ -1,6 +1,6 @@
 """LoRA on real actors: DeepSpeed ranks (ZeRO-2 and ZeRO-3, 2 ranks) train only the adapters, engines get the
 merged weights through both broadcast backends, checkpoints load in PEFT, transformers and vLLM, resume is
-exact, and SFT with LoRA learns through the CLI."""
+exact, and SFT and token-level KD with LoRA learn through the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from transformers import AutoModelForCausalLM
 
 from openrs_ray.config import load_config
+from openrs_ray.demo.tiny import make_tiny_model
 from openrs_ray.generators.vllm_actor import VLLMGenerator
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.stages.orchestrator import Orchestrator
@@ -124,3 +126,24 @@ def test_unknown_target_module_is_one_line_error(tiny_model: Path, facts: Path, 
     assert proc.returncode == 2 and not left, proc.stderr[-3000:]
     line = "openrs-ray: error: learner.lora.target_modules: 'qkv_proj' matches no module of the model"
     assert any(x.startswith(line) and "Traceback" not in x for x in proc.stderr.splitlines()), proc.stderr[-3000:]
+
+
+def test_kd_token_with_lora_pulls_the_student_to_the_teacher(tiny_model: Path, facts: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Token-level KD through the LoRA policy with the teacher on the learner rank: only the adapters learn, and
+    they pull the student towards a sharper teacher."""
+    teacher = make_tiny_model(tmp_path / "teacher", seed=1)
+    lm = AutoModelForCausalLM.from_pretrained(teacher)
+    with torch.no_grad():  # a random tiny model is near-uniform, like the student: sharpen its logits 10x
+        lm.model.norm.weight.mul_(10.0)
+    lm.save_pretrained(teacher)
+    out = tmp_path / "kd"
+    proc, left = run_cli(
+        "train", "configs/smoke.yaml", *COMMON, f"output_dir={out}", f"model.path={tiny_model}", "stage=kd_token",
+        f"data.path={facts}", f"kd.teacher.path={teacher}", "kd.teacher_source=learner", "kd.top_k=16",
+        "max_steps=3", "learner.lr=1e-2", LORA,
+    )  # fmt: skip
+    assert proc.returncode == 0 and not left, proc.stderr[-4000:]
+    kd = [m["kd_loss"] for m in _metrics(out)]
+    assert len(kd) == 3 and kd[0] > 0.01 and kd[-1] < 0.9 * kd[0] and kd[-1] == min(kd), kd
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["trainable_params"] < summary["total_params"]
