@@ -10,6 +10,8 @@ Who owns what:
 - LearnerGroup (learners/)      DeepSpeed ranks; the loss; optimizer state; the learner's version.
 - WeightBroadcast (broadcast/)  moving a learner version to every engine, with a timeout.
 The orchestrator owns only the step counter and the order of phases; components never call each other.
+It drives the roles through their ABCs (generators/base.py, rewards/base.py, learners/base.py): `setup()` starts
+the Ray-backed groups, or takes in-process stand-ins given as `Roles` (unit tests, local debugging).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,12 @@ from openrs_ray.control import start_control
 from openrs_ray.cost import CostMeter
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
-from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
+from openrs_ray.generators.base import Generators
+from openrs_ray.generators.group import GeneratorGroup
+from openrs_ray.learners.base import Learners
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.metrics import RunMetrics
+from openrs_ray.rewards.base import Verifiers
 from openrs_ray.rewards.pool import VerifierPool
 from openrs_ray.runlog import rollout_metrics
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
@@ -68,17 +74,31 @@ class NonFiniteGuard:
         return self.in_a_row >= self.limit
 
 
+@dataclass
+class Roles:
+    """The roles a step drives, given instead of started: any objects implementing the role ABCs.
+
+    The orchestrator owns them from then on (shuts them down). Without Ray actors there is no control actor:
+    operators cannot rescale such a run from outside.
+    """
+
+    generators: Generators
+    verifiers: Verifiers
+    learners: Learners
+
+
 class Orchestrator:
     """GRPO steps: synchronous on-policy (buffer.max_staleness = 0) or asynchronous, with generation of
     the next max_staleness batches overlapping learning on this one."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, roles: Roles | None = None) -> None:
         self.cfg = cfg
+        self.roles = roles  # None: setup() starts the Ray actor groups
         self.step_idx = 0
         self.started: list[Any] = []  # components to shut down, in start order
         self.telemetry: RunMetrics | None = None
         self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
-        self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
+        self.in_flight: deque[tuple[list[Prompt], Any]] = deque()  # dispatched, not collected (pending handles)
 
     def setup(self, resume: Path | None = None) -> None:
         """Start every role (engines and learners load concurrently); from a checkpoint when `resume`."""
@@ -93,11 +113,9 @@ class Orchestrator:
         version = state["weight_version"]
         # On resume, engines start from the checkpoint's HF weights; learners load theirs below.
         policy = str(resume / "policy") if resume else None
-        self.generators = self._start(GeneratorGroup(cfg, version=version, model_path=policy))
-        self.verifiers = self._start(VerifierPool(cfg))
-        self.learners = self._start(LearnerGroup(cfg))
+        self._start_roles(version, policy)
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
-        self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
+        self.control = start_control(cfg.output_dir, cfg.generation.num_engines) if self.roles is None else None
         mc = cfg.metrics
         self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
         if self.telemetry is not None:
@@ -114,6 +132,13 @@ class Orchestrator:
         if resume:
             self._resume(resume, state, in_flight, buffered)
         self.cost = CostMeter(cfg)  # charged from here: every role is up
+
+    def _start_roles(self, version: int, policy: str | None) -> None:
+        """The given roles, or the Ray actor groups (each recorded as it starts, so a failure stops the others)."""
+        cfg, given = self.cfg, self.roles
+        self.generators = self._start(given.generators if given else GeneratorGroup(cfg, version, policy))
+        self.verifiers = self._start(given.verifiers if given else VerifierPool(cfg))
+        self.learners = self._start(given.learners if given else LearnerGroup(cfg))
 
     def _resume(self, path: Path, state: dict, in_flight: list[list[Prompt]], buffered: list[ScoredGroup]) -> None:
         """Continue exactly where the checkpoint stopped: batches that were in flight are re-issued in order."""
@@ -135,7 +160,7 @@ class Orchestrator:
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
 
-    def eval_targets(self) -> tuple[GeneratorGroup, VerifierPool]:
+    def eval_targets(self) -> tuple[Generators, Verifiers]:
         """Engines (serving the newest published weights) and verifiers an evaluation runs on."""
         return self.generators, self.verifiers
 
@@ -235,6 +260,8 @@ class Orchestrator:
         }
 
     def _rescale(self) -> None:
+        if self.control is None:  # in-process roles: nobody outside can ask for more engines
+            return
         want = ray.get(self.control.desired_generators.remote(), timeout=30)
         have = len(self.generators.engines)
         if want > have:
