@@ -95,3 +95,13 @@ def test_no_remote_call_by_method_name_string() -> None:
     for path in (REPO / "openrs_ray").rglob("*.py"):
         text = path.read_text()
         assert "getattr(a, method)" not in text and '_all("' not in text, path
+
+
+def test_a_user_backend_is_checked_at_start_up(tmp_path: Path) -> None:
+    from openrs_ray.extensions import check_extensions
+
+    path = tmp_path / "engines.py"
+    path.write_text(OTHER_ENGINE)
+    cfg = load_config(REPO / "configs" / "smoke.yaml", [f"learner.backend={path}:NotAnEngine"])
+    with pytest.raises(ConfigError, match=r"^learner.backend: .*NotAnEngine' is not a subclass of .*Learner$"):
+        check_extensions(cfg, probe=False)
