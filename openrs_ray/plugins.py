@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from openrs_ray.backends import BACKENDS, CONFIG_KEYS, Role, check_backend
+
 T = TypeVar("T")
 
-__all__ = ["PluginError", "import_object", "is_spec", "load_callable"]
+__all__ = ["PluginError", "import_object", "is_spec", "load_backend", "load_callable"]
 
 
 class PluginError(ValueError):
@@ -91,3 +93,19 @@ def resolve(table: dict[str, T], name: str, key: str, kind: str, positional: int
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; known: {sorted(table)} or 'file.py:function'")
     return table[name]
+
+
+def load_backend(role: Role, name: str, abc: type) -> type:
+    """Import the class `name` selects for `role` (openrs_ray.backends) and check it subclasses `abc`, the role's
+    actor ABC (passed in by the caller, so that this low layer imports no role package)."""
+    from openrs_ray.config import ConfigError
+
+    key = CONFIG_KEYS[role]
+    try:
+        check_backend(role, name)
+        cls = import_object(BACKENDS[role].get(name, name))
+    except ValueError as err:  # an unknown name, or a PluginError (a ValueError) from the import
+        raise ConfigError(f"{key}: {err}") from None
+    if not (isinstance(cls, type) and issubclass(cls, abc)):
+        raise ConfigError(f"{key}: {name!r} is not a subclass of {abc.__module__}.{abc.__name__}")
+    return cls

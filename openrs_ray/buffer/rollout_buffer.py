@@ -3,12 +3,19 @@
 It owns what happens between scoring and learning: staleness (groups older than `max_staleness`
 versions are dropped), dynamic sampling (zero-variance groups dropped so the orchestrator refills),
 overlong handling, and group-normalised advantages.
+
+It holds futures of scored groups: Ray ObjectRefs from the verifier pool, or concurrent.futures.Future from an
+in-process pool (unit tests, local debugging) and for groups restored from a checkpoint.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 import torch
@@ -50,28 +57,52 @@ class Staleness:
         return {"staleness_mean": mean, "staleness_max": float(max(self.counts, default=0)), "staleness_hist": hist}
 
 
+ScoredFuture = Any  # ray.ObjectRef[ScoredGroup] | Future[ScoredGroup]
+
+
+def _ready(items: list[ScoredFuture], timeout_s: float) -> set[ScoredFuture]:
+    """The items resolved within `timeout_s` in all (Ray refs waited for by Ray, other futures by concurrent)."""
+    deadline = time.monotonic() + timeout_s
+    refs = [x for x in items if isinstance(x, ray.ObjectRef)]
+    futures = [x for x in items if isinstance(x, Future)]
+    done: set[ScoredFuture] = set(ray.wait(refs, num_returns=len(refs), timeout=timeout_s)[0]) if refs else set()
+    if futures:
+        done |= wait_futures(futures, timeout=max(0.0, deadline - time.monotonic())).done
+    return done
+
+
+def _get(item: ScoredFuture, timeout_s: float | None = None) -> ScoredGroup:
+    return item.result(timeout=timeout_s) if isinstance(item, Future) else ray.get(item, timeout=timeout_s)
+
+
+def _done(group: ScoredGroup) -> Future:
+    future: Future = Future()
+    future.set_result(group)
+    return future
+
+
 class RolloutBuffer:
     """Holds refs until the learner takes a batch; computes advantages and enforces staleness."""
 
     def __init__(self, cfg: BufferConfig, group_size: int, max_completion_length: int) -> None:
         self.cfg, self.group_size, self.max_len = cfg, group_size, max_completion_length
-        self._refs: deque[tuple[ray.ObjectRef, int]] = deque()
+        self._refs: deque[tuple[ScoredFuture, int]] = deque()
 
     def __len__(self) -> int:
         return len(self._refs)
 
-    def add(self, refs: list[ray.ObjectRef], weight_version: int) -> None:
+    def add(self, refs: list[ScoredFuture], weight_version: int) -> None:
         """Queue refs of groups sampled with `weight_version` (resolved only when taken)."""
         self._refs.extend((r, weight_version) for r in refs)
 
     def snapshot(self, timeout_s: float) -> list[ScoredGroup]:
         """The queued groups, resolved (for checkpoints); the queue itself is left as it is."""
-        return [ray.get(ref, timeout=timeout_s) for ref, _ in self._refs]
+        return [_get(ref, timeout_s) for ref, _ in self._refs]
 
     def restore(self, groups: list[ScoredGroup]) -> None:
-        """Queue groups saved by `snapshot` again."""
+        """Queue groups saved by `snapshot` again (as resolved futures: they are already in this process)."""
         for g in groups:
-            self.add([ray.put(g)], g.weight_version)
+            self.add([_done(g)], g.weight_version)
 
     def take(self, num_groups: int, learner_version: int, timeout_s: float) -> tuple[list[ScoredGroup], TakeStats]:
         """Resolve up to `num_groups` queued groups; keep those fit to train on.
@@ -82,15 +113,17 @@ class RolloutBuffer:
         """
         taken = [self._refs.popleft() for _ in range(min(num_groups, len(self._refs)))]
         stats = TakeStats(groups=len(taken))
-        ready, _ = ray.wait([r for r, _ in taken], num_returns=len(taken), timeout=timeout_s)
-        ready_set = set(ready)
+        ready_set = _ready([r for r, _ in taken], timeout_s)
         groups: list[ScoredGroup] = []
         for ref, version in taken:
             if ref not in ready_set:
                 stats.group_timeouts += 1
-                ray.cancel(ref, force=False)
+                if isinstance(ref, Future):
+                    ref.cancel()
+                else:
+                    ray.cancel(ref, force=False)
                 continue
-            group: ScoredGroup = ray.get(ref)
+            group = _get(ref)
             stats.verify_errors += group.verify_errors
             stats.sample_timeouts += group.verify_timeouts
             if group.dropped:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from openrs_ray.backends import check_backend
 from openrs_ray.config.base import ConfigError, _Section  # noqa: F401  (re-exported)
 
 OPEN_RS_SYSTEM_PROMPT = (
@@ -71,6 +72,14 @@ class DataConfig(_Section):
 
 
 class GenerationConfig(_Section):
+    backend: str = "vllm"
+    """Inference engine behind each generator actor, by name (openrs_ray.backends), or "file.py:Class"."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        return pin_spec(check_backend("generator", value)) or value
+
     num_engines: int = Field(default=1, ge=1)
     """Number of vLLM generator actors (one engine each)."""
     num_generations: int = Field(default=8, ge=2)
@@ -233,6 +242,14 @@ class LoraConfig(_Section):
 
 
 class LearnerConfig(_Section):
+    backend: str = "deepspeed"
+    """Trainer behind each learner rank, by name (openrs_ray.backends), or "file.py:Class"."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        return pin_spec(check_backend("learner", value)) or value
+
     num_learners: int = Field(default=1, ge=1)
     """Data-parallel DeepSpeed learner actors."""
     zero_stage: Literal[0, 1, 2, 3] = 2

@@ -15,7 +15,8 @@ import ray
 
 from openrs_ray.cluster import actor_env, role_resources
 from openrs_ray.config import RunConfig
-from openrs_ray.generators.vllm_actor import VLLMGenerator
+from openrs_ray.generators.base import ChannelReceivers, Generator, Generators
+from openrs_ray.plugins import load_backend
 from openrs_ray.types import Prompt, Rollout
 
 
@@ -43,8 +44,9 @@ class PendingGeneration:
     sampling: dict[str, Any] | None = None  # per-call sampling overrides (evaluation); re-dispatch keeps them
 
 
-class GeneratorGroup:
-    """Starts `generation.num_engines` engines and dispatches to the least loaded; engines report their version."""
+class GeneratorGroup(Generators, ChannelReceivers):
+    """Starts `generation.num_engines` engines of `generation.backend` and dispatches to the least loaded;
+    engines report their version."""
 
     def __init__(self, cfg: RunConfig, version: int = 0, model_path: str | None = None) -> None:
         self.cfg = cfg
@@ -55,7 +57,8 @@ class GeneratorGroup:
         self.base_version = version
         cc = cfg.cluster
         gpus = 1 if cc.use_gpu else 0  # one GPU per engine: no tensor parallelism (see vllm_actor)
-        self._actor_cls = ray.remote(VLLMGenerator).options(
+        engine_cls = load_backend("generator", cfg.generation.backend, Generator)  # imported now, not with this module
+        self._actor_cls = ray.remote(engine_cls).options(
             num_cpus=cc.generator_cpus,
             num_gpus=gpus,
             resources=role_resources(cc, "generator"),  # {} unless cluster.role_resources

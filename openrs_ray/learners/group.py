@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -11,7 +12,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from openrs_ray.cluster import actor_env, actor_request, role_resources
 from openrs_ray.config import ConfigError, RunConfig
-from openrs_ray.learners.deepspeed_actor import DeepSpeedLearner
+from openrs_ray.learners.base import ChannelSender, Learner, Learners
+from openrs_ray.plugins import load_backend
 from openrs_ray.types import TrainBatch, WeightVersion
 
 
@@ -30,8 +32,8 @@ def learner_env(cfg: RunConfig) -> dict[str, str]:
     return {**env, **actor_env(cc, cc.learner_cpus, 1 if cc.use_gpu else 0)}
 
 
-class LearnerGroup:
-    """Starts `num_learners` DeepSpeedLearner actors forming one process group; rank 0 publishes.
+class LearnerGroup(Learners, ChannelSender):
+    """Starts `num_learners` actors of `learner.backend` forming one process group; rank 0 publishes.
 
     The ranks are one placement group (PACK): on a node with enough GPUs they all land there, so their
     all-reduces stay inside the node; otherwise Ray spreads them over as few nodes as it can.
@@ -43,7 +45,7 @@ class LearnerGroup:
         gpus = 1 if cc.use_gpu else 0
         bundle = actor_request(cc, "learner")  # CPU, GPU and (cluster.role_resources) the `learner` resource
         self.pg = placement_group([bundle] * lc.num_learners, strategy="PACK") if bundle else None
-        actor_cls = ray.remote(DeepSpeedLearner)
+        actor_cls = ray.remote(load_backend("learner", lc.backend, Learner))  # imported now, not with this module
         options = {"num_cpus": cc.learner_cpus, "num_gpus": gpus, "resources": role_resources(cc, "learner"),
                    "runtime_env": {"env_vars": learner_env(cfg)}}  # fmt: skip
         self.actors = [
@@ -58,7 +60,7 @@ class LearnerGroup:
 
     def placement(self) -> list[dict]:
         """Node and GPU of each rank, in rank order."""
-        return self._all("placement")
+        return self._all(lambda a: a.placement.remote(), "placement()")
 
     def wait_ready(self) -> list[dict[str, float]]:
         """Block until every rank has joined the group and built its engine; returns their init stats."""
@@ -76,8 +78,9 @@ class LearnerGroup:
             raise TimeoutError(f"learner rank(s) {ranks} did not finish {what} within learner.timeout_s={timeout}s")
         return ray.get(refs)
 
-    def _all(self, method: str, *args) -> list:
-        return self.wait([getattr(a, method).remote(*args) for a in self.actors], f"{method}()")
+    def _all(self, call: Callable[[ray.actor.ActorHandle], ray.ObjectRef], what: str) -> list:
+        """`call` on every rank's handle (e.g. `lambda a: a.save.remote(path)`), waited for together."""
+        return self.wait([call(a) for a in self.actors], what)
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """Shard the batch over ranks, run one step on each, and average their metrics."""
@@ -94,20 +97,20 @@ class LearnerGroup:
 
     def full_states(self) -> list[dict]:
         """Every rank's full parameters (for consistency checks; gathers under ZeRO-3)."""
-        return self._all("full_state")
+        return self._all(lambda a: a.full_state.remote(), "full_state()")
 
     def load(self, path: str) -> str:
         """Restore every rank from the DeepSpeed state in `path` (written by save)."""
-        return self._all("load", path)[0]
+        return self._all(lambda a: a.load.remote(path), "load()")[0]
 
     def save(self, path: str) -> str:
         """HF-format checkpoint + DeepSpeed state in `path` (all ranks take part)."""
-        return self._all("save", path)[0]
+        return self._all(lambda a: a.save.remote(path), "save()")[0]
 
     def export_weights(self, version: int) -> tuple[WeightVersion, list]:
         """Rank 0's weights in object-store buckets (all ranks take part, for ZeRO-3 gathers)."""
         bucket_bytes = self.cfg.broadcast.bucket_size_mb * 2**20
-        refs, nbytes, count = self._all("export_weights", bucket_bytes)[0]
+        refs, nbytes, count = self._all(lambda a: a.export_weights.remote(bucket_bytes), "export_weights()")[0]
         return WeightVersion(version=version, num_bytes=nbytes, num_tensors=count), refs
 
     def weight_specs(self) -> list:
@@ -129,7 +132,7 @@ class LearnerGroup:
     def logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Rank 0's logprobs of a completion (temperature 1); all ranks take part."""
         # Every rank runs the forward: under ZeRO-3 each layer's parameters are gathered collectively.
-        return self._all("logprobs", prompt_ids, completion_ids)[0]
+        return self._all(lambda a: a.logprobs.remote(prompt_ids, completion_ids), "logprobs()")[0]
 
     def shutdown(self) -> None:
         """Leave the process group and end the actors."""

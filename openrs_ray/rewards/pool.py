@@ -14,14 +14,14 @@ import ray
 
 from openrs_ray.cluster import role_resources
 from openrs_ray.config import RunConfig
-from openrs_ray.rewards.base import Verifiers
+from openrs_ray.rewards.base import GroupScorer, Verifiers
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
 
 
-class Verifier:
-    """The verifier boundary's one verb: score a group. Runs inside a Ray actor."""
+class Verifier(GroupScorer):
+    """The reward functions scoring one group at a time. Runs inside a Ray actor."""
 
     def __init__(self, cfg: RunConfig) -> None:
         rc = cfg.rewards

@@ -16,6 +16,8 @@ teacher and the evaluator use; the orchestrator only decides how many batches it
 Where it sits (see README "Layout"): run/ (runner, pipeline, pre-flight) drives this stage driver and its
 siblings in stages/ (supervised, teacher); below them flow.py, then the roles, then data/, then the run
 plumbing it reports to (records/: checkpoints, run log; ops/: metrics, cost, control), config/ and types.py.
+It drives the roles through their ABCs (generators/base.py, rewards/base.py, learners/base.py): `setup()` starts
+the Ray-backed groups, or takes in-process stand-ins given as `Roles` (unit tests, local debugging).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,15 @@ from openrs_ray.config import RunConfig
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss
 from openrs_ray.flow import GenerateScore
+from openrs_ray.generators.base import Generators
 from openrs_ray.generators.group import GeneratorGroup
+from openrs_ray.learners.base import Learners
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.ops.control import start_control
 from openrs_ray.ops.cost import CostMeter
 from openrs_ray.ops.metrics import RunMetrics
 from openrs_ray.records.checkpoint import checkpoint_dir, prune, read_state, write_state
+from openrs_ray.rewards.base import Verifiers
 from openrs_ray.rewards.pool import VerifierPool
 from openrs_ray.step_record import FlowCounters, RolloutStats, StepRecord
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
@@ -74,12 +80,26 @@ class NonFiniteGuard:
         return self.in_a_row >= self.limit
 
 
+@dataclass
+class Roles:
+    """The roles a step drives, given instead of started: any objects implementing the role ABCs.
+
+    The orchestrator owns them from then on (shuts them down). Without Ray actors there is no control actor:
+    operators cannot rescale such a run from outside.
+    """
+
+    generators: Generators
+    verifiers: Verifiers
+    learners: Learners
+
+
 class Orchestrator:
     """GRPO steps: synchronous on-policy (buffer.max_staleness = 0) or asynchronous, with generation of
     the next max_staleness batches overlapping learning on this one."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, roles: Roles | None = None) -> None:
         self.cfg = cfg
+        self.roles = roles  # None: setup() starts the Ray actor groups
         self.step_idx = 0
         self.started: list[Any] = []  # components to shut down, in start order
         self.telemetry: RunMetrics | None = None
@@ -98,12 +118,10 @@ class Orchestrator:
         version = state["weight_version"]
         # On resume, engines start from the checkpoint's HF weights; learners load theirs below.
         policy = str(resume / "policy") if resume else None
-        self.generators = self._start(GeneratorGroup(cfg, version=version, model_path=policy))
-        self.verifiers = self._start(VerifierPool(cfg))
-        self.learners = self._start(LearnerGroup(cfg))
+        self._start_roles(version, policy)
         self.flow = GenerateScore(self.generators, self.verifiers)  # prompts → generators → verifier pool
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
-        self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
+        self.control = start_control(cfg.output_dir, cfg.generation.num_engines) if self.roles is None else None
         mc = cfg.metrics
         self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
         if self.telemetry is not None:
@@ -120,6 +138,13 @@ class Orchestrator:
         if resume:
             self._resume(resume, state, in_flight, buffered)
         self.cost = CostMeter(cfg)  # charged from here: every role is up
+
+    def _start_roles(self, version: int, policy: str | None) -> None:
+        """The given roles, or the Ray actor groups (each recorded as it starts, so a failure stops the others)."""
+        cfg, given = self.cfg, self.roles
+        self.generators = self._start(given.generators if given else GeneratorGroup(cfg, version, policy))
+        self.verifiers = self._start(given.verifiers if given else VerifierPool(cfg))
+        self.learners = self._start(given.learners if given else LearnerGroup(cfg))
 
     def _resume(self, path: Path, state: dict, in_flight: list[list[Prompt]], buffered: list[ScoredGroup]) -> None:
         """Continue exactly where the checkpoint stopped: batches that were in flight are re-issued in order."""
@@ -141,7 +166,7 @@ class Orchestrator:
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
 
-    def eval_targets(self) -> tuple[GeneratorGroup, VerifierPool]:
+    def eval_targets(self) -> tuple[Generators, Verifiers]:
         """Engines (serving the newest published weights) and verifiers an evaluation runs on."""
         return self.generators, self.verifiers
 
@@ -228,6 +253,8 @@ class Orchestrator:
         )  # fmt: skip
 
     def _rescale(self) -> None:
+        if self.control is None:  # in-process roles: nobody outside can ask for more engines
+            return
         want = ray.get(self.control.desired_generators.remote(), timeout=30)
         have = len(self.generators.engines)
         if want > have:
