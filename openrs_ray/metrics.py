@@ -65,6 +65,8 @@ class RunMetrics:
         )
         self.restarts = Counter("openrs_actor_restarts", "Actor restarts", ["role"], registry=r)
         self.steps = Counter("openrs_steps", "Steps completed", registry=r)
+        self.nodes_lost = Counter("openrs_nodes_lost", "Nodes lost with a generator engine on them", registry=r)
+        self._nodes_lost_seen = 0
         self.cost = Gauge("openrs_cost_dollars", "Run cost so far (cost.* prices)", registry=r)
         self.gpu_hours = Gauge("openrs_gpu_hours", "GPU-hours held so far", ["role"], registry=r)
         self.cpu_hours = Gauge("openrs_cpu_hours", "CPU-hours held so far", ["role"], registry=r)
@@ -100,6 +102,8 @@ class RunMetrics:
             if key.startswith("reward/"):
                 self.reward.labels(component=key.removeprefix("reward/")).set(value)
         self._gauges(m)
+        self.nodes_lost.inc(m.get("nodes_lost", 0) - self._nodes_lost_seen)
+        self._nodes_lost_seen = m.get("nodes_lost", 0)
         for role, key in (("generator", "generator_restarts"), ("verifier", "verifier_restarts")):
             self.restarts.labels(role=role).inc(m[key] - self._restarts_seen[role])
             self._restarts_seen[role] = m[key]

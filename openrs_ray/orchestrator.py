@@ -31,7 +31,7 @@ from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
 from openrs_ray.cost import CostMeter
 from openrs_ray.data.sources import PromptSource
-from openrs_ray.errors import NonFiniteLoss
+from openrs_ray.errors import NonFiniteLoss, RoleLost
 from openrs_ray.generators.group import GeneratorGroup, PendingGeneration
 from openrs_ray.learners.group import LearnerGroup
 from openrs_ray.metrics import RunMetrics
@@ -150,6 +150,7 @@ class Orchestrator:
     def step(self) -> dict[str, Any]:
         """One GRPO step, phase by phase as in the flow diagram; returns the step's metrics."""
         t = PhaseTimer()
+        self._check_verifiers()
         with t("step"):
             with t("scale"):  # operators may have asked for more or fewer engines
                 self._rescale()
@@ -229,6 +230,7 @@ class Orchestrator:
             "verify_errors": taken.verify_errors,
             "verifier_restarts": self.verifiers.count_restarts(),
             "generator_restarts": self.generators.restarts,
+            "nodes_lost": self.generators.nodes_lost(),
             "num_engines": len(self.generators.engines),
             **self.cost.summary(),
             "prompt_uids": [p.uid for p in prompts],
@@ -237,10 +239,17 @@ class Orchestrator:
     def _rescale(self) -> None:
         want = ray.get(self.control.desired_generators.remote(), timeout=30)
         have = len(self.generators.engines)
-        if want > have:
-            self.generators.add(want - have)
+        if want > have:  # only what can be placed now: a lost engine's node may not be back yet
+            self.generators.grow(want - have)
         elif want < have:
             self.generators.remove(have - want)
+
+    def _check_verifiers(self) -> None:
+        """Before a step (a consistent point to checkpoint): verifiers that no node can hold stop the run."""
+        try:
+            self.verifiers.check()
+        except RoleLost as err:
+            raise RoleLost(f"{err}; checkpoint saved at {self.save()}") from None
 
     def shutdown(self) -> None:
         """Stop every role this orchestrator started (engines, learners, verifiers)."""
