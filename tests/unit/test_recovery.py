@@ -51,3 +51,18 @@ def test_auto_resume_config_keys() -> None:
     assert (cfg.checkpoint.auto_resume, cfg.checkpoint.auto_resume_retries) == (True, 3)
     assert cfg.checkpoint.auto_resume_wait_s == 300.0 and cfg.cluster.placement_timeout_s == 5.0
     assert load_config("configs/smoke.yaml", []).checkpoint.auto_resume is False
+
+
+def test_nodes_lost_prometheus_counter_follows_metrics_jsonl() -> None:
+    from openrs_ray.metrics import RunMetrics
+
+    step = {"time_generate_s": 1.0, "time_verify_s": 0.5, "weight_version": 1, "num_engines": 2,
+            "verify_timeouts": 0, "verify_errors": 0, "reward_mean": 0.0, "accuracy_mean": 0.0,
+            "completion_length_mean": 8.0, "truncated_ratio": 0.0, "generator_restarts": 0,
+            "verifier_restarts": 0, "nodes_lost": 0}  # fmt: skip
+    metrics = RunMetrics(None)
+    for lost, restarts in ((0, 0), (1, 1), (1, 1), (2, 3)):  # cumulative values, one step each
+        metrics.observe({**step, "nodes_lost": lost, "generator_restarts": restarts}, [], 0)
+    value = metrics.registry.get_sample_value
+    assert value("openrs_nodes_lost_total") == 2.0
+    assert value("openrs_actor_restarts_total", {"role": "generator"}) == 3.0
