@@ -59,7 +59,9 @@ def _assert_each_prompt_once(steps: list[dict], max_steps: int, per_step: int) -
 def test_generator_node_lost_mid_run(tiny_model: Path, tmp_path: Path) -> None:
     tag, run = uuid.uuid4().hex, tmp_path / "run"
     temps = {name: tempfile.mkdtemp(prefix=f"orf{name[-1]}", dir="/tmp") for name in NODES}  # short socket paths
-    env, gcs, dash = node_env(tag), free_port(), free_port()
+    # Ray's GCS declares a silent node dead after 3 missed 1 s health checks (its default waits ~5 x 3 s).
+    env = {**node_env(tag), "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    gcs, dash = free_port(), free_port()
     procs: dict[str, subprocess.Popen] = {}
     driver = None
     try:
