@@ -88,7 +88,7 @@ class GeneratorGroup:
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
-        self._wait_any(refs, engines, what, timeout_s)
+        self._wait_done(refs, engines, what, timeout_s)
         return ray.get(refs)
 
     def _bring_up(self, engines: list[_Engine]) -> None:
@@ -236,7 +236,7 @@ class GeneratorGroup:
         engines = list(self.engines)
         timeout = self.cfg.broadcast.timeout_s
         refs = [e.actor.load_weights.remote(bucket_refs, version, timeout) for e in engines]
-        self._wait_any(refs, engines, f"loading weight version {version}", timeout)
+        self._wait_done(refs, engines, f"loading weight version {version}", timeout)
         out, lost = [], []
         for e, ref in zip(engines, refs, strict=True):
             try:
@@ -247,7 +247,7 @@ class GeneratorGroup:
             self._replace(e)
         return out
 
-    def _wait_any(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> None:
+    def _wait_done(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> None:
         """Wait until every ref is done (a value or an error); a timeout names the engines that did not answer."""
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         if pending:
