@@ -39,7 +39,13 @@ class RunControl:
 
 def start_control(output_dir: str, num_engines: int) -> ray.actor.ActorHandle:
     """Create the run's named control actor (lives as long as the driver)."""
-    actor = ray.remote(RunControl).options(name=control_name(output_dir), namespace=NAMESPACE, num_cpus=0)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: anywhere else, losing that node would end the run (it is read every step).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(RunControl).options(
+        name=control_name(output_dir), namespace=NAMESPACE, num_cpus=0, scheduling_strategy=here
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
