@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; configuration and data problems exit 2 with one line naming the key."""
     from openrs_ray.config import ConfigError
     from openrs_ray.data.sources import DataError
-    from openrs_ray.errors import NonFiniteLoss
+    from openrs_ray.errors import NonFiniteLoss, RoleLost
 
     args = build_parser().parse_args(argv)
     try:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileExistsError) as err:
         print(f"openrs-ray: error: {err}", file=sys.stderr)
         return 2
-    except NonFiniteLoss as err:
+    except (NonFiniteLoss, RoleLost) as err:
         print(f"openrs-ray: stopped: {err}", file=sys.stderr)
         return 1
 

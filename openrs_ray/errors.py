@@ -3,3 +3,11 @@
 
 class NonFiniteLoss(RuntimeError):
     """Training produced NaN/inf losses too many steps in a row."""
+
+
+class RoleLost(RuntimeError):
+    """A role's actors died (with their node) and cannot be replaced: the run stops (or auto-resumes)."""
+
+
+class LearnerLost(RoleLost):
+    """A learner rank died: a ZeRO group cannot shrink, so the run stops and resumes from a checkpoint."""

@@ -80,6 +80,7 @@ class FlowCounters:
     verify_errors: int
     verifier_restarts: int
     generator_restarts: int
+    nodes_lost: int  # nodes that hosted a lost engine and that Ray declared dead
     num_engines: int
 
 

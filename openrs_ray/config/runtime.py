@@ -56,6 +56,10 @@ class ClusterConfig(_Section):
     )
     """Amount of its role resource one actor requests (a role left out: 1). Ray takes fractions up to 1 or
     whole numbers: 0.5 puts two engines on a node offering `generator: 1`."""
+    placement_timeout_s: float = Field(default=15.0, gt=0)
+    """How long the replacement of a lost engine or verifier may wait to be placed (its node may be gone and
+    no other node free). Past it a lost engine is dropped and the run goes on with the rest; verifiers that
+    cannot be placed stop the run with a checkpoint."""
 
     @model_validator(mode="after")
     def _ray_amounts(self) -> ClusterConfig:
@@ -101,3 +105,10 @@ class CheckpointConfig(_Section):
     """Save every N steps (0: never)."""
     keep_last: int = Field(default=2, ge=1)
     """Checkpoints kept in OUTPUT_DIR/checkpoints (older ones are deleted)."""
+    auto_resume: bool = False
+    """When a role is lost for good (a learner node: a ZeRO group cannot shrink), the driver rebuilds every role
+    from the newest checkpoint once the cluster has room again, as `train --resume` would, instead of stopping."""
+    auto_resume_retries: int = Field(default=2, ge=0)
+    """Most automatic resumes per run; each is logged. Past it the loss stops the run."""
+    auto_resume_wait_s: float = Field(default=300.0, ge=0)
+    """How long each automatic resume waits for the cluster to offer every role's resources again."""

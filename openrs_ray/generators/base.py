@@ -98,6 +98,14 @@ class Generators(ABC):
     def remove(self, n: int) -> list[int]:
         """Stop the `n` newest engines (one always stays); their ids."""
 
+    def grow(self, n: int) -> list[int]:
+        """Start up to `n` more engines, only as many as the cluster can place now (default: `add`)."""
+        return self.add(n)
+
+    def nodes_lost(self) -> int:
+        """Nodes that hosted a lost engine and are gone (default: none; in-process groups lose no nodes)."""
+        return 0
+
     @abstractmethod
     def shutdown(self) -> None:
         """End every engine."""

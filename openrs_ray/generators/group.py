@@ -2,7 +2,9 @@
 
 A new engine loads the checkpoint, then the newest published weights, and only then serves. An engine
 that dies mid-step is replaced the same way and its prompts go to the engines still alive, so every
-prompt of a step is generated exactly once.
+prompt of a step is generated exactly once. When the replacement cannot be placed (its node is gone and no
+other node has room; recovery.can_place answers within cluster.placement_timeout_s) the engine is dropped
+and the run goes on with the survivors; the group grows back to its target when room appears again.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import Any
 
 import ray
 
-from openrs_ray.cluster import actor_env, role_resources
+from openrs_ray.cluster import actor_env, actor_request, role_resources
 from openrs_ray.config import RunConfig
+from openrs_ray.errors import RoleLost
 from openrs_ray.generators.base import ChannelReceivers, Generator, Generators
 from openrs_ray.plugins import load_backend
+from openrs_ray.recovery import can_place, dead_nodes
 from openrs_ray.types import Prompt, Rollout
 
 
@@ -26,6 +30,7 @@ class _Engine:
     actor: ray.actor.ActorHandle
     incarnation: int  # unique per spawned actor: a replacement keeps the id, never the incarnation
     in_flight: int = 0  # prompts dispatched and not yet returned
+    node_id: str | None = None  # the Ray node it runs on (known once it is up): was a loss a node's loss?
 
 
 @dataclass
@@ -68,7 +73,9 @@ class GeneratorGroup(Generators, ChannelReceivers):
         self._latest: tuple[list, int] | None = None  # newest (bucket refs, version): late joiners load it
         # Where late joiners get weights when the broadcast keeps no object-store copy (collective).
         self.catch_up: Callable[[], tuple[list, int]] | None = None
-        self.restarts = 0
+        self.restarts = 0  # engines lost (replaced, or dropped when no node could take them)
+        self._request = actor_request(cc, "engine")  # what one engine needs on a single node
+        self._lost_on: set[str] = set()  # nodes that hosted a lost engine (counted once Ray declares them dead)
         self.engines: list[_Engine] = []
         self._starting = self._spawn(cfg.generation.num_engines)  # engines load while other roles start
 
@@ -84,15 +91,15 @@ class GeneratorGroup(Generators, ChannelReceivers):
 
     def _wait(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> list:
         """ray.get with a timeout whose error names the engines that did not answer."""
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        if pending:
-            late = [e.engine_id for e, r in zip(engines, refs, strict=True) if r in pending]
-            raise TimeoutError(f"generator engine(s) {late} did not finish {what} within {timeout_s}s")
+        self._wait_done(refs, engines, what, timeout_s)
         return ray.get(refs)
 
     def _bring_up(self, engines: list[_Engine]) -> None:
         """Wait for engines to start, then give them the newest weights before they serve."""
         self._wait([e.actor.ready.remote() for e in engines], engines, "start", self.cfg.generation.start_timeout_s)
+        where = self._wait([e.actor.placement.remote() for e in engines], engines, "placement", 60)
+        for e, w in zip(engines, where, strict=True):
+            e.node_id = w["node_id"]
         latest = self._latest if self._latest is not None or self.catch_up is None else self.catch_up()
         if latest is not None and latest[1] > self.base_version:
             self._sync(engines, *latest)
@@ -113,6 +120,19 @@ class GeneratorGroup(Generators, ChannelReceivers):
             raise
         self.engines += new
         return [e.engine_id for e in new]
+
+    def grow(self, n: int) -> list[int]:
+        """Start one more engine (of `n` wanted) when the cluster can place it now, e.g. a lost node came back.
+
+        One per call: the next call (next step) probes again with this engine's resources taken.
+        """
+        if n < 1 or not can_place(self._request, self.cfg.cluster.placement_timeout_s, require_free=True):
+            return []
+        return self.add(1)
+
+    def nodes_lost(self) -> int:
+        """Nodes that hosted a lost engine and that Ray has since declared dead."""
+        return len(dead_nodes({n for n in self._lost_on if n is not None}))
 
     def remove(self, n: int) -> list[int]:
         """Stop the `n` newest engines (at least one engine always stays)."""
@@ -181,13 +201,28 @@ class GeneratorGroup(Generators, ChannelReceivers):
         return failed
 
     def _replace(self, dead: _Engine) -> None:
-        """A new actor with the dead engine's id, synced to the newest weights, takes its place."""
+        """A new actor with the dead engine's id, synced to the newest weights, takes its place; when none
+        can be placed the engine is dropped and its work goes to the survivors."""
         if dead not in self.engines:  # already replaced while collecting an earlier batch
+            return
+        self.restarts += 1
+        ray.kill(dead.actor)  # an unreachable engine may still be running: never two with one id
+        if dead.node_id is not None:
+            self._lost_on.add(dead.node_id)
+        wait = self.cfg.cluster.placement_timeout_s
+        if not can_place(self._request, wait):
+            self.engines.remove(dead)
+            if not self.engines:
+                raise RoleLost(
+                    f"generation: every engine was lost and no node can place one ({self._request}) within "
+                    f"cluster.placement_timeout_s={wait:g}s"
+                )
+            print(f"openrs-ray: warning: generator engine {dead.engine_id} was lost and no node can place a "
+                  f"replacement; going on with {len(self.engines)} engine(s)", flush=True)  # fmt: skip
             return
         (fresh,) = self._spawn(1, ids=[dead.engine_id])
         self._bring_up([fresh])
         self.engines[self.engines.index(dead)] = fresh
-        self.restarts += 1
 
     def _sync(self, engines: list[_Engine], bucket_refs: list, version: int) -> list[dict[str, float]]:
         timeout = self.cfg.broadcast.timeout_s
@@ -201,7 +236,26 @@ class GeneratorGroup(Generators, ChannelReceivers):
         restarted later catch up to this version before serving.
         """
         self._latest = (bucket_refs, version)
-        return self._sync(self.engines, bucket_refs, version)
+        engines = list(self.engines)
+        timeout = self.cfg.broadcast.timeout_s
+        refs = [e.actor.load_weights.remote(bucket_refs, version, timeout) for e in engines]
+        self._wait_done(refs, engines, f"loading weight version {version}", timeout)
+        out, lost = [], []
+        for e, ref in zip(engines, refs, strict=True):
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayActorError:  # died with its node mid-sync: replaced (it catches up) or dropped
+                lost.append(e)
+        for e in lost:
+            self._replace(e)
+        return out
+
+    def _wait_done(self, refs: list, engines: list[_Engine], what: str, timeout_s: float) -> None:
+        """Wait until every ref is done (a value or an error); a timeout names the engines that did not answer."""
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        if pending:
+            late = [e.engine_id for e, r in zip(engines, refs, strict=True) if r in pending]
+            raise TimeoutError(f"generator engine(s) {late} did not finish {what} within {timeout_s}s")
 
     def open_channel(
         self, host: str, port: int, world_size: int, epoch: int, timeout_s: float, backend: str = "gloo"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import ray
@@ -12,6 +13,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from openrs_ray.cluster import actor_env, actor_request, role_resources
 from openrs_ray.config import ConfigError, RunConfig
+from openrs_ray.errors import LearnerLost
 from openrs_ray.learners.base import ChannelSender, Learner, Learners
 from openrs_ray.plugins import load_backend
 from openrs_ray.types import TrainBatch, WeightVersion
@@ -72,10 +74,20 @@ class LearnerGroup(Learners, ChannelSender):
     def wait(self, refs: list, what: str) -> list:
         """ray.get of learner calls, bounded by learner.timeout_s (a timeout names the call)."""
         timeout = self.cfg.learner.timeout_s
-        _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        if late:
-            ranks = [i for i, r in enumerate(refs) if r in late]
-            raise TimeoutError(f"learner rank(s) {ranks} did not finish {what} within learner.timeout_s={timeout}s")
+        deadline, late = time.monotonic() + timeout, list(refs)
+        while late:  # one at a time: a dead rank is seen at once, not after its peers time out in a collective
+            done, late = ray.wait(late, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                ranks = [i for i, r in enumerate(refs) if r in late]
+                raise TimeoutError(f"learner rank(s) {ranks} did not finish {what} within learner.timeout_s={timeout}s")
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayActorError as err:
+                rank = next(i for i, r in enumerate(refs) if r == done[0])
+                raise LearnerLost(
+                    f"learner rank {rank} was lost during {what} ({type(err).__name__}): a ZeRO group cannot "
+                    "shrink; resume from the last checkpoint (train --resume, or checkpoint.auto_resume=true)"
+                ) from None
         return ray.get(refs)
 
     def _all(self, call: Callable[[ray.actor.ActorHandle], ray.ObjectRef], what: str) -> list:

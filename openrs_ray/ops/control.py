@@ -6,6 +6,7 @@ orchestrator reads it at the start of every step and adds or removes engines to 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import ray
@@ -38,8 +39,21 @@ class RunControl:
 
 def start_control(output_dir: str, num_engines: int) -> ray.actor.ActorHandle:
     """Create the run's named control actor (lives as long as the driver)."""
-    actor = ray.remote(RunControl).options(name=control_name(output_dir), namespace=NAMESPACE, num_cpus=0)
-    return actor.remote(num_engines)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: anywhere else, losing that node would end the run (it is read every step).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(RunControl).options(
+        name=control_name(output_dir), namespace=NAMESPACE, num_cpus=0, scheduling_strategy=here
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return actor.remote(num_engines)
+        except ValueError:  # the name is still held by the previous attempt's actor (checkpoint.auto_resume)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def scale_generators(run: str, n: int, timeout_s: float = 30.0) -> int:

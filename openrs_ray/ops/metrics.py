@@ -65,6 +65,8 @@ class RunMetrics:
         )
         self.restarts = Counter("openrs_actor_restarts", "Actor restarts", ["role"], registry=r)
         self.steps = Counter("openrs_steps", "Steps completed", registry=r)
+        self.nodes_lost = Counter("openrs_nodes_lost", "Nodes lost with a generator engine on them", registry=r)
+        self._nodes_lost_seen = 0
         self.cost = Gauge("openrs_cost_dollars", "Run cost so far (cost.* prices)", registry=r)
         self.gpu_hours = Gauge("openrs_gpu_hours", "GPU-hours held so far", ["role"], registry=r)
         self.cpu_hours = Gauge("openrs_cpu_hours", "CPU-hours held so far", ["role"], registry=r)
@@ -103,6 +105,8 @@ class RunMetrics:
         for role, seen in (("generator", m.flow.generator_restarts), ("verifier", m.flow.verifier_restarts)):
             self.restarts.labels(role=role).inc(seen - self._restarts_seen[role])
             self._restarts_seen[role] = seen
+        self.nodes_lost.inc(m.flow.nodes_lost - self._nodes_lost_seen)
+        self._nodes_lost_seen = m.flow.nodes_lost
         self.steps.inc()
 
     def _gauges(self, m: StepRecord, rollout: RolloutStats) -> None:

@@ -41,6 +41,10 @@ class Verifiers(ABC):
     def count_restarts(self) -> int:
         """Verifier processes restarted so far."""
 
+    def check(self) -> None:
+        """Before a step: raise errors.RoleLost when the verifiers are gone for good (default: never)."""
+        return None
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every verifier process."""

@@ -4,6 +4,8 @@ Each actor scores a group's samples in a killable child process (rewards/sandbox
 takes longer than `rewards.sample_timeout_s` and no scoring failure reaches the run: it is a zero
 reward and a counted metric. A verifier actor that dies is restarted by Ray (`max_restarts`) and its
 unfinished calls are retried there (`max_task_retries`), so the ObjectRefs the buffer holds stay valid.
+Ray re-creates it on any node with room, also when its node died; `check` says, before a step, when no node
+has room (the role's node is gone), so the run stops with a checkpoint instead of scoring nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import uuid
 
 import ray
 
-from openrs_ray.cluster import role_resources
+from openrs_ray.cluster import actor_request, role_resources
 from openrs_ray.config import RunConfig
+from openrs_ray.errors import RoleLost
+from openrs_ray.recovery import can_place
 from openrs_ray.rewards.base import GroupScorer, Verifiers
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
@@ -109,6 +113,28 @@ class VerifierPool(Verifiers):
                 self.restarts += 1
             self._incarnations[i] = new
         return self.restarts
+
+    def check(self) -> None:
+        """Raise RoleLost when a verifier does not answer and no node can place it again (its node died).
+
+        Asked between steps, when the actors are idle: an answer takes milliseconds. One that does not come
+        within cluster.placement_timeout_s is an actor Ray is re-creating; if no node can hold a verifier,
+        that re-creation would wait forever.
+        """
+        wait = self.cfg.cluster.placement_timeout_s
+        refs = [a.whoami.remote() for a in self.actors]
+        _, silent = ray.wait(refs, num_returns=len(refs), timeout=wait)
+        if not silent:
+            return
+        need = actor_request(self.cfg.cluster, "verifier")
+        if can_place(need, wait):
+            ray.wait(silent, num_returns=len(silent), timeout=self.cfg.rewards.timeout_s)  # being re-created
+            return
+        lost = [i for i, r in enumerate(refs) if r in silent]
+        raise RoleLost(
+            f"rewards: verifier(s) {lost} were lost and no node can place one ({need}) within "
+            f"cluster.placement_timeout_s={wait:g}s"
+        )
 
     def shutdown(self) -> None:
         """Stop the scoring children, then end the actors."""

@@ -44,40 +44,61 @@ def make_driver(cfg: RunConfig) -> Any:
 def run_stage(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train one stage; returns its final checkpoint's HF model folder (what a next stage starts from).
 
-    resume=True continues from the newest complete checkpoint in output_dir.
+    resume=True continues from the newest complete checkpoint in output_dir. With checkpoint.auto_resume a
+    role lost for good (RoleLost: a learner's node) is survived the same way, a bounded number of times.
     """
     from openrs_ray.cluster import check_resources, ray_cluster
+    from openrs_ray.errors import RoleLost
     from openrs_ray.records.checkpoint import latest_checkpoint
-    from openrs_ray.records.runlog import RunFolder
+    from openrs_ray.recovery import RetryBudget
     from openrs_ray.run.preflight import check_names
 
     check_names(cfg)  # also for callers that skipped the CLI's pre-flight (milliseconds)
     ckpt = latest_checkpoint(cfg.output_dir) if resume else None
     if resume and ckpt is None:
         raise ConfigError(f"--resume: no complete checkpoint in {cfg.output_dir}/checkpoints")
-    step0 = int(ckpt.name.split("-")[1]) if ckpt else None
+    budget = RetryBudget(cfg.checkpoint.auto_resume_retries if cfg.checkpoint.auto_resume else 0)
     with ray_cluster(cfg.cluster, cfg.model):
         if cfg.cluster.preflight:  # too few GPUs/CPUs: one line in seconds, not a silent wait
             check_resources(cfg)
-        run = RunFolder(cfg, overwrite=overwrite, resume_step=step0)
-        driver = make_driver(cfg)
-        try:
-            driver.setup(resume=ckpt)
-            if ckpt:
-                print(f"resumed from {ckpt} (step {driver.step_idx})")
-            hook = _eval_hook(cfg, run.path, driver.tokenizer)
-            final = _loop(cfg, driver, run, hook)
-        finally:
-            driver.shutdown()
-            run.close()
+        while True:
+            try:
+                final, run_path = _attempt(cfg, ckpt, overwrite)
+                break
+            except RoleLost as err:
+                ckpt = latest_checkpoint(cfg.output_dir)
+                line = budget.take(f"{err}; rebuilding from {ckpt}") if ckpt is not None else None
+                if line is None:
+                    raise
+                print(f"openrs-ray: {line}", flush=True)
+                # Wait for room again (the lost node, or another); one line naming the shortage if it never comes.
+                check_resources(cfg, wait_s=cfg.checkpoint.auto_resume_wait_s)
     from rich.console import Console
 
     from openrs_ray.records.summary import render, write_summary
 
-    summary, png = write_summary(run.path)
+    summary, png = write_summary(run_path)
     Console().print(render(summary))
-    print(f"run folder: {run.path} (metrics.jsonl, summary.json, {png.name})")
+    print(f"run folder: {run_path} (metrics.jsonl, summary.json, {png.name})")
     return final / "policy"
+
+
+def _attempt(cfg: RunConfig, ckpt: Path | None, overwrite: bool) -> tuple[Path, Path]:
+    """Start every role (from `ckpt` when given) and train to max_steps; returns (final checkpoint, run folder)."""
+    from openrs_ray.records.runlog import RunFolder
+
+    step0 = int(ckpt.name.split("-")[1]) if ckpt else None
+    run = RunFolder(cfg, overwrite=overwrite, resume_step=step0)
+    driver = make_driver(cfg)
+    try:
+        driver.setup(resume=ckpt)
+        if ckpt:
+            print(f"resumed from {ckpt} (step {driver.step_idx})")
+        hook = _eval_hook(cfg, run.path, driver.tokenizer)
+        return _loop(cfg, driver, run, hook), run.path
+    finally:
+        driver.shutdown()
+        run.close()
 
 
 def _eval_hook(cfg: RunConfig, run_path: Path, tokenizer: Any) -> Any:

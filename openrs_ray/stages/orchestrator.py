@@ -36,7 +36,7 @@ from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.config import RunConfig
 from openrs_ray.data.sources import PromptSource
-from openrs_ray.errors import NonFiniteLoss
+from openrs_ray.errors import NonFiniteLoss, RoleLost
 from openrs_ray.flow import GenerateScore
 from openrs_ray.generators.base import Generators
 from openrs_ray.generators.group import GeneratorGroup
@@ -181,6 +181,7 @@ class Orchestrator:
     def step(self) -> StepRecord:
         """One GRPO step, phase by phase as in the flow diagram; returns the step's record."""
         t = PhaseTimer()
+        self._check_verifiers()
         with t("step"):
             with t("scale"):  # operators may have asked for more or fewer engines
                 self._rescale()
@@ -244,6 +245,7 @@ class Orchestrator:
             dropped_too_long=self.prompts.dropped_too_long, verify_timeouts=taken.sample_timeouts,
             verify_group_timeouts=taken.group_timeouts, verify_errors=taken.verify_errors,
             verifier_restarts=self.verifiers.count_restarts(), generator_restarts=self.generators.restarts,
+            nodes_lost=self.generators.nodes_lost(),
             num_engines=len(self.generators.engines),
         )  # fmt: skip
         return StepRecord(
@@ -257,10 +259,17 @@ class Orchestrator:
             return
         want = ray.get(self.control.desired_generators.remote(), timeout=30)
         have = len(self.generators.engines)
-        if want > have:
-            self.generators.add(want - have)
+        if want > have:  # only what can be placed now: a lost engine's node may not be back yet
+            self.generators.grow(want - have)
         elif want < have:
             self.generators.remove(have - want)
+
+    def _check_verifiers(self) -> None:
+        """Before a step (a consistent point to checkpoint): verifiers that no node can hold stop the run."""
+        try:
+            self.verifiers.check()
+        except RoleLost as err:
+            raise RoleLost(f"{err}; checkpoint saved at {self.save()}") from None
 
     def shutdown(self) -> None:
         """Stop every role this orchestrator started (engines, learners, verifiers)."""

@@ -5,11 +5,7 @@ Ray's state API reports it."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,8 +15,18 @@ from pathlib import Path
 
 from tests.conftest import REPO
 from tests.integration.conftest import leftover_processes
+from tests.integration.loopback import (
+    BIN,
+    cluster_state,
+    free_port,
+    head_args,
+    node_env,
+    port_open,
+    start_node,
+    stop_nodes,
+    wait_for,
+)
 
-BIN = Path(sys.executable).parent
 # Node layout: the head keeps the driver and the verifiers; one worker per GPU role. Logical CPUs only.
 NODES = {
     "head": (2, {"verifier": 2}),
@@ -28,80 +34,6 @@ NODES = {
     "learn": (4, {"learner": 1}),
 }
 ROLE_OF_CLASS = {"VLLMGenerator": "generator", "DeepSpeedLearner": "learner", "Verifier": "verifier"}
-
-# Ray's state API, asked from a fresh process (this one may hold the session's own embedded Ray).
-STATE = """
-import json, sys
-from ray.util.state import list_actors, list_nodes
-addr = sys.argv[1]
-nodes = [{"id": n.node_id, "alive": n.state == "ALIVE", "resources": n.resources_total}
-         for n in list_nodes(address=addr, timeout=30)]
-actors = [{"cls": a.class_name, "node": a.node_id, "state": a.state}
-          for a in list_actors(address=addr, limit=1000, timeout=30)]
-print(json.dumps({"nodes": nodes, "actors": actors}))
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_node(env: dict[str, str], temp: str, cpus: int, resources: dict, head_args: list[str]) -> subprocess.Popen:
-    """`ray start --block` in its own process group: the test stops exactly this node by that group."""
-    cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-           f"--resources={json.dumps(resources)}", "--object-store-memory=500000000", f"--temp-dir={temp}",
-           "--disable-usage-stats",
-           # Own ports for every agent: another Ray on this machine (other tests, CI) holds the defaults.
-           f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-           f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}", *head_args]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _state(env: dict[str, str], dash: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", STATE, f"http://127.0.0.1:{dash}"], env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _wait(what: str, timeout: float, check) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(2)
-
-
-def _stop(procs: list[subprocess.Popen], tag: str) -> None:
-    """SIGTERM each node's process group (workers first), SIGKILL what is left, then any straggler that
-    carries our marker variable (Ray's worker processes are this test's descendants)."""
-    for p in reversed(procs):
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for p in reversed(procs):
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=10)
-    for entry in leftover_processes(tag):
-        try:
-            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(1)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _submit(env: dict[str, str], dash: int, job_id: str, overrides: list[str]) -> subprocess.CompletedProcess:
@@ -132,22 +64,17 @@ def _job(env: dict[str, str], dash: int, job_id: str, timeout: float) -> tuple[s
 def test_roles_land_on_their_nodes(tiny_model: Path, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     temps = {name: tempfile.mkdtemp(prefix=f"orr{name[0]}", dir="/tmp") for name in NODES}  # short: socket paths
-    # Ray 2.60 turns token auth on by default; a loopback test cluster opts out (ENV_NOTES.md).
-    env = {**os.environ, "OPENRS_TEST_TAG": tag, "RAY_AUTH_MODE": "disabled",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = _free_port(), _free_port()
+    env = node_env(tag)
+    gcs, dash = free_port(), free_port()
     procs: list[subprocess.Popen] = []
     try:
         cpus, res = NODES["head"]
-        head_args = ["--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                     f"--ray-client-server-port={_free_port()}"]  # fmt: skip
-        procs.append(_start_node(env, temps["head"], cpus, res, head_args))
-        _wait("the head's GCS and dashboard", 180, lambda: _port_open(gcs) and _port_open(dash))
+        procs.append(start_node(env, temps["head"], cpus, res, head_args(gcs, dash)))
+        wait_for("the head's GCS and dashboard", 180, lambda: port_open(gcs) and port_open(dash))
         for name in ("gen", "learn"):
             cpus, res = NODES[name]
-            procs.append(_start_node(env, temps[name], cpus, res, [f"--address=127.0.0.1:{gcs}"]))
-        _wait("three alive nodes", 180, lambda: sum(n["alive"] for n in _state(env, dash)["nodes"]) == 3)
+            procs.append(start_node(env, temps[name], cpus, res, [f"--address=127.0.0.1:{gcs}"]))
+        wait_for("three alive nodes", 180, lambda: sum(n["alive"] for n in cluster_state(env, dash)["nodes"]) == 3)
 
         job_id, out = f"openrs-multinode-{tag[:8]}", tmp_path / "run"
         overrides = [f"model.path={tiny_model}", f"output_dir={out}", "metrics.progress_bar=false",
@@ -158,7 +85,7 @@ def test_roles_land_on_their_nodes(tiny_model: Path, tmp_path: Path) -> None:
         assert "succeeded" in state, state + logs[-3000:]
         assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
-        seen = _state(env, dash)
+        seen = cluster_state(env, dash)
         role_node = {}  # role resource -> the one node offering it
         for node in seen["nodes"]:
             for role in ROLE_OF_CLASS.values():
@@ -171,7 +98,7 @@ def test_roles_land_on_their_nodes(tiny_model: Path, tmp_path: Path) -> None:
         wrong = [(cls, node) for cls, node in placed if node != role_node[ROLE_OF_CLASS[cls]]]
         assert not wrong, (wrong, role_node)
     finally:
-        _stop(procs, tag)
+        stop_nodes(procs, tag)
         for temp in temps.values():
             shutil.rmtree(temp, ignore_errors=True)
     assert not leftover_processes(tag)

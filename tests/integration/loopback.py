@@ -1,0 +1,125 @@
+"""A Ray cluster of several nodes on loopback, for multi-node tests: each node is one `ray start --block` in its
+own process group, started and stopped by this process (never `ray stop`, which would end other tests' Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.integration.conftest import leftover_processes
+
+BIN = Path(sys.executable).parent
+
+# Ray's state API, asked from a fresh process (this one may hold the session's own embedded Ray).
+STATE = """
+import json, sys
+from ray.util.state import list_actors, list_nodes
+addr = sys.argv[1]
+nodes = [{"id": n.node_id, "alive": n.state == "ALIVE", "resources": n.resources_total}
+         for n in list_nodes(address=addr, timeout=30)]
+actors = [{"cls": a.class_name, "node": a.node_id, "state": a.state}
+          for a in list_actors(address=addr, limit=1000, timeout=30)]
+print(json.dumps({"nodes": nodes, "actors": actors}))
+"""
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(env: dict[str, str], temp: str, cpus: int, resources: dict, head_args: list[str]) -> subprocess.Popen:
+    """`ray start --block` in its own process group: the test stops exactly this node by that group."""
+    cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+           f"--resources={json.dumps(resources)}", "--object-store-memory=500000000", f"--temp-dir={temp}",
+           "--disable-usage-stats",
+           # Own ports for every agent: another Ray on this machine (other tests, CI) holds the defaults.
+           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+           f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}", *head_args]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cluster_state(env: dict[str, str], dash: int) -> dict:
+    """Nodes and actors as Ray's state API reports them (asked from a fresh process)."""
+    out = subprocess.run([sys.executable, "-c", STATE, f"http://127.0.0.1:{dash}"], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wait_for(what: str, timeout: float, check) -> None:
+    """Poll `check` every 2 s until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(2)
+
+
+def stop_nodes(procs: list[subprocess.Popen], tag: str) -> None:
+    """SIGTERM each node's process group (workers first), SIGKILL what is left, then any straggler that
+    carries our marker variable (Ray's worker processes are this test's descendants)."""
+    for p in reversed(procs):
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+    for entry in leftover_processes(tag):
+        try:
+            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(1)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kill_node(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL a whole node as a machine failure would: the `ray start` process, its raylet and every process
+    below it (actor workers, vLLM engines), found through the process tree of the pid this test started."""
+    root = psutil.Process(proc.pid)
+    victims = [root, *root.children(recursive=True)]
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+    proc.wait(timeout=30)
+    return [p.pid for p in victims]
+
+
+def head_args(gcs: int, dash: int) -> list[str]:
+    """`ray start` arguments of a loopback head with its GCS on `gcs` and its dashboard on `dash`."""
+    return ["--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={free_port()}"]  # fmt: skip
+
+
+def node_env(tag: str) -> dict[str, str]:
+    """Environment of the nodes and drivers: our marker variable, Ray's token auth off (ENV_NOTES.md)."""
+    env = {**os.environ, "OPENRS_TEST_TAG": tag, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    return env

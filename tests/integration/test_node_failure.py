@@ -1,0 +1,175 @@
+"""Node failure, not just actor failure: a generator node killed mid-run (raylet and every process on it),
+a learner killed mid-run with checkpoint.auto_resume, and verifiers that Ray re-creates or that no node can
+hold. Real Ray nodes, vLLM, DeepSpeed and math-verify; every node and process is stopped by its pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+
+from openrs_ray.config import load_config
+from openrs_ray.errors import RoleLost
+from openrs_ray.rewards.pool import VerifierPool
+from tests.conftest import REPO
+from tests.integration.conftest import leftover_processes
+from tests.integration.loopback import (
+    free_port,
+    head_args,
+    kill_node,
+    node_env,
+    port_open,
+    start_node,
+    stop_nodes,
+    wait_for,
+)
+
+# The head holds the driver, the learner and the verifiers; one engine on each generator node.
+NODES = {"head": (4, {"learner": 1, "verifier": 2}), "gen1": (2, {"generator": 1}), "gen2": (2, {"generator": 1})}
+
+
+def _steps(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _driver(env: dict[str, str], overrides: list[str], log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "openrs_ray.cli", "train", "configs/smoke.yaml", *overrides]
+    return subprocess.Popen(cmd, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _poll(what: str, timeout: float, check) -> None:
+    """Poll every 50 ms: a tiny-model step takes well under a second."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _assert_each_prompt_once(steps: list[dict], max_steps: int, per_step: int) -> None:
+    assert [m["step"] for m in steps] == list(range(1, max_steps + 1))
+    uids = [u for m in steps for u in m["prompt_uids"]]
+    assert len(uids) == max_steps * per_step and len(set(uids)) == len(uids), uids
+
+
+def test_generator_node_lost_mid_run(tiny_model: Path, tmp_path: Path) -> None:
+    tag, run = uuid.uuid4().hex, tmp_path / "run"
+    temps = {name: tempfile.mkdtemp(prefix=f"orf{name[-1]}", dir="/tmp") for name in NODES}  # short socket paths
+    # Ray's GCS declares a silent node dead after 3 missed 1 s health checks (its default waits ~5 x 3 s).
+    env = {**node_env(tag), "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    gcs, dash = free_port(), free_port()
+    procs: dict[str, subprocess.Popen] = {}
+    driver = None
+    try:
+        procs["head"] = start_node(env, temps["head"], *NODES["head"], head_args(gcs, dash))
+        wait_for("the head's GCS", 180, lambda: port_open(gcs) and port_open(dash))
+        for name in ("gen1", "gen2"):
+            procs[name] = start_node(env, temps[name], *NODES[name], [f"--address=127.0.0.1:{gcs}"])
+        overrides = [f"model.path={tiny_model}", f"output_dir={run}", "metrics.progress_bar=false",
+                     f"cluster.address=127.0.0.1:{gcs}", "cluster.role_resources=true", "generation.num_engines=2",
+                     "max_steps=8", "buffer.max_staleness=1", "cluster.placement_timeout_s=5"]  # fmt: skip
+        driver = _driver(env, overrides, tmp_path / "driver.log")  # the pre-flight waits for both workers
+        _poll("the first step", 600, lambda: len(_steps(run)) >= 1 or driver.poll() is not None)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        killed = kill_node(procs.pop("gen2"))  # the node and its engine, mid-run (a batch is always in flight)
+        assert len(killed) >= 3  # ray start, its raylet and agents, the engine's worker
+        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        stop_nodes(list(procs.values()), tag)
+        for temp in temps.values():
+            shutil.rmtree(temp, ignore_errors=True)
+    steps = _steps(run)
+    _assert_each_prompt_once(steps, 8, 2)  # the lost engine's prompts went to the survivor, none twice
+    last = steps[-1]
+    assert (last["generator_restarts"], last["nodes_lost"], last["num_engines"]) == (1, 1, 1), last
+    assert steps[0]["num_engines"] == 2
+    assert "no node can place a replacement" in (tmp_path / "driver.log").read_text()
+    assert not leftover_processes(tag)
+
+
+def _shm() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_*")}
+
+
+def _learner_pid(tag: str) -> int | None:
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if (
+                "DeepSpeedLearner" in " ".join(proc.info["cmdline"] or [])
+                and proc.environ().get("OPENRS_TEST_TAG") == tag
+            ):
+                return proc.info["pid"]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def test_learner_lost_stops_at_once_and_auto_resumes(tiny_model: Path, tmp_path: Path) -> None:
+    tag, run, log = uuid.uuid4().hex, tmp_path / "run", tmp_path / "driver.log"
+    env = {**os.environ, "OPENRS_TEST_TAG": tag}
+    overrides = [f"model.path={tiny_model}", f"output_dir={run}", "metrics.progress_bar=false", "max_steps=6",
+                 "checkpoint.save_steps=2", "checkpoint.auto_resume=true", "checkpoint.auto_resume_retries=1",
+                 "checkpoint.auto_resume_wait_s=60"]  # fmt: skip
+    shm_before = _shm()
+    driver = _driver(env, overrides, log)
+    try:
+        marker = run / "checkpoints" / "step-2" / "state.json"
+        _poll("the step-2 checkpoint", 600, lambda: marker.exists() or driver.poll() is not None)
+        pid = _learner_pid(tag)
+        assert pid is not None and driver.poll() is None, log.read_text()[-3000:]
+        os.kill(pid, signal.SIGKILL)  # the learner's process dies (as with its node): the ZeRO group is gone
+        t0 = time.monotonic()
+        wait_for("the loss to be seen", 120, lambda: "auto_resume 1/1" in log.read_text() or driver.poll() is not None)
+        noticed_s = time.monotonic() - t0
+        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for entry in leftover_processes(tag):
+            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
+        for name in _shm() - shm_before:  # the killed rank could not remove its shared-memory buffers
+            Path("/dev/shm", name).unlink(missing_ok=True)
+    out = log.read_text()
+    assert noticed_s < 60, noticed_s  # seen through Ray's error at once, not after learner.timeout_s (1800 s)
+    assert "learner rank 0 was lost" in out and "rebuilding from" in out and "step-2" in out, out[-3000:]
+    assert "(step 2)" in out  # resumed from the intact step-2 checkpoint
+    _assert_each_prompt_once(_steps(run), 6, 2)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_verifier_recreated_or_run_stops(tiny_model: Path) -> None:
+    cfg = load_config("configs/smoke.yaml", [f"model.path={tiny_model}", "cluster.placement_timeout_s=3"])
+    pool = VerifierPool(cfg)
+    try:  # re-creation: the actor's process dies, Ray places it again, the pool goes on
+        pool.count_restarts()
+        pid = ray.get(pool.actors[0].__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+        os.kill(pid, signal.SIGKILL)
+        pool.check()
+        assert pool.count_restarts() == 1
+    finally:
+        pool.shutdown()
+    # No node offers the `verifier` resource (its node is gone): a clear error within seconds, not a hang.
+    lost = VerifierPool(load_config("configs/smoke.yaml", ["cluster.role_resources=true",
+                                                           "cluster.placement_timeout_s=3"]))  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RoleLost, match=r"verifier\(s\) \[0, 1\] were lost and no node can place one"):
+            lost.check()
+        assert time.monotonic() - t0 < 15
+    finally:
+        for actor in lost.actors:
+            ray.kill(actor, no_restart=True)
