@@ -23,10 +23,12 @@ from typing import Any
 
 import ray
 
+from openrs_ray.autoscale import Autoscaler, Decision
 from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.checkpoint import checkpoint_dir, prune, read_state, write_state
+from openrs_ray.cluster import actor_request
 from openrs_ray.config import RunConfig
 from openrs_ray.control import start_control
 from openrs_ray.cost import CostMeter
@@ -79,6 +81,8 @@ class Orchestrator:
         self.telemetry: RunMetrics | None = None
         self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
         self.in_flight: deque[tuple[list[Prompt], PendingGeneration]] = deque()  # dispatched, not collected
+        self.scaling = Decision(cfg.generation.num_engines, "fixed")  # the engine count in force and why
+        self.last_metrics: dict[str, Any] | None = None  # the previous step's, for the autoscaler
 
     def setup(self, resume: Path | None = None) -> None:
         """Start every role (engines and learners load concurrently); from a checkpoint when `resume`."""
@@ -98,6 +102,8 @@ class Orchestrator:
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
+        auto, engine = cfg.generation.autoscale, actor_request(cfg.cluster, "engine")
+        self.autoscaler = Autoscaler(auto, self.generators, engine) if auto.enabled else None
         mc = cfg.metrics
         self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
         if self.telemetry is not None:
@@ -167,7 +173,7 @@ class Orchestrator:
                 sync = self.broadcast.publish()[1] if groups and not skipped else {}
         self.step_idx += 1
         self.cost.tick(len(self.generators.engines))
-        metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
+        metrics = self.last_metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
         if self.telemetry is not None:
             self.telemetry.observe(metrics, groups, self.verifiers.queue_depth())
         if self.nonfinite.observe(skipped):
@@ -230,12 +236,18 @@ class Orchestrator:
             "verifier_restarts": self.verifiers.count_restarts(),
             "generator_restarts": self.generators.restarts,
             "num_engines": len(self.generators.engines),
+            "generator_target": self.scaling.target,
+            "generator_scale_reason": self.scaling.reason,
             **self.cost.summary(),
             "prompt_uids": [p.uid for p in prompts],
         }
 
     def _rescale(self) -> None:
-        want = ray.get(self.control.desired_generators.remote(), timeout=30)
+        want, by_operator = ray.get(self.control.generators_request.remote(), timeout=30)
+        if self.autoscaler is not None:  # it starts engines without waiting; an operator's count wins
+            self.scaling = self.autoscaler.step(self.last_metrics, want if by_operator else None)
+            return
+        self.scaling = Decision(want, "manual" if by_operator else "fixed")
         have = len(self.generators.engines)
         if want > have:
             self.generators.add(want - have)
