@@ -45,7 +45,7 @@ class Decision:
     """The engine count wanted for the next step and why."""
 
     target: int
-    reason: str  # grow_learners_waiting | shrink_engines_idle | hold_* | cooldown | manual | min/max_engines
+    reason: str  # grow_learners_waiting | shrink_engines_idle | shrink_no_gain | hold_* | cooldown | manual | ...
 
 
 class Controller:
@@ -55,10 +55,14 @@ class Controller:
         self.cfg = cfg
         self.cooldown = 0  # decisions left that hold the count after a change
         self.window: deque[Observation] = deque(maxlen=cfg.window_steps)
+        self.trial: float | None = None  # step seconds before the last grow, until the grow proved itself
+        self.ceiling = cfg.max_engines  # lowered when a grow did not make steps faster
 
     def _change(self, target: int, reason: str) -> Decision:
         self.cooldown = self.cfg.cooldown_steps
         self.window.clear()  # measurements of the old count say nothing about the new one
+        if reason != "grow_learners_waiting":
+            self.trial = None
         return Decision(target, reason)
 
     def decide(self, engines: int, last: Observation | None, manual: int | None = None) -> Decision:
@@ -69,6 +73,7 @@ class Controller:
         cfg = self.cfg
         if manual is not None:
             self.window.clear()
+            self.trial = None
             return Decision(manual, "manual")
         if engines < cfg.min_engines:
             return self._change(cfg.min_engines, "min_engines")
@@ -82,13 +87,26 @@ class Controller:
         self.window.append(last)
         if len(self.window) < cfg.window_steps:
             return Decision(engines, "hold_measuring")
+        return self._judge(engines)
+
+    def _judge(self, engines: int) -> Decision:
+        cfg = self.cfg
+        step = fmean(o.step_s for o in self.window)
         wait = fmean(o.wait_fraction for o in self.window)
         busy = fmean(o.busy_fraction or 0.0 for o in self.window)
+        trial, self.trial = self.trial, None
+        if trial is not None and step > trial * (1 - cfg.min_gain) and engines > cfg.min_engines:
+            self.ceiling = engines - 1
+            return self._change(engines - 1, "shrink_no_gain")
         if wait >= cfg.grow_wait_fraction and busy >= cfg.grow_busy_fraction:
             if engines >= cfg.max_engines:
                 return Decision(engines, "hold_at_max")
+            if engines >= self.ceiling:
+                return Decision(engines, "hold_no_gain_above")
+            self.trial = step
             return self._change(engines + 1, "grow_learners_waiting")
         if busy < cfg.shrink_busy_fraction and wait < cfg.grow_wait_fraction:
+            self.ceiling = cfg.max_engines  # the workload changed: more engines may pay off again later
             if engines <= cfg.min_engines:
                 return Decision(engines, "hold_at_min")
             return self._change(engines - 1, "shrink_engines_idle")
@@ -149,20 +167,34 @@ class BusyProbe:
 class Autoscaler:
     """The orchestrator's hook (one `step` call before each step): measure, decide, apply."""
 
-    def __init__(self, cfg: AutoscaleConfig, generators: Any, engine_request: dict[str, float]) -> None:
+    def __init__(
+        self, cfg: AutoscaleConfig, generators: Any, engine_request: dict[str, float], start_timeout_s: float
+    ) -> None:
         self.controller = Controller(cfg)
         self.generators = generators  # GeneratorGroup: engines, pending, start, admit_ready, cancel, remove
         self.engine_request = engine_request  # one engine's resources (cluster.actor_request)
+        self.start_timeout_s = start_timeout_s  # an engine pending longer is given up (no node for it)
+        self.started_at = 0.0
         self.probe = BusyProbe()
 
     def step(self, last_metrics: dict[str, Any] | None, manual: int | None) -> Decision:
-        """Admit engines that came up, decide the target from the last step, and start or stop engines."""
+        """Admit engines that came up, decide the target from the last step, and start or stop engines.
+
+        While engines are starting the count holds: steps measured then say nothing about the new count.
+        """
         g = self.generators
         if g.admit_ready():
             self.probe.reset()
-        busy = self.probe.read(g.engines)
-        last = observation(last_metrics, busy) if last_metrics else None
-        decision = self.controller.decide(len(g.engines) + len(g.pending), last, manual)
+        have = len(g.engines) + len(g.pending)
+        if g.pending and manual is None:
+            if time.monotonic() - self.started_at < self.start_timeout_s:
+                return Decision(have, "hold_starting")
+            self.controller.ceiling = len(g.engines)  # no node could take them: ask no more for now
+            decision = Decision(len(g.engines), "cancel_unplaced")
+        else:
+            busy = self.probe.read(g.engines)
+            last = observation(last_metrics, busy) if last_metrics else None
+            decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)
         return decision
 
@@ -174,12 +206,14 @@ class Autoscaler:
             return
         if target > have:
             g.start(target - have)
+            self.started_at = time.monotonic()
         else:
             extra = have - target
             cancelled = g.cancel(extra)  # engines still starting go first: they serve nothing yet
             if extra - cancelled:
                 g.remove(extra - cancelled)
                 self.probe.reset()
+                self.probe.read(g.engines)  # the first reading of the new set, answered by the next step
         request_engines(self.engine_request, target)
 
 

@@ -102,8 +102,10 @@ class Orchestrator:
         self.learners = self._start(LearnerGroup(cfg))
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines)
-        auto, engine = cfg.generation.autoscale, actor_request(cfg.cluster, "engine")
-        self.autoscaler = Autoscaler(auto, self.generators, engine) if auto.enabled else None
+        gen, engine = cfg.generation, actor_request(cfg.cluster, "engine")
+        self.autoscaler = (
+            Autoscaler(gen.autoscale, self.generators, engine, gen.start_timeout_s) if gen.autoscale.enabled else None
+        )
         mc = cfg.metrics
         self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
         if self.telemetry is not None:

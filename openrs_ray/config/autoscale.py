@@ -26,6 +26,11 @@ class AutoscaleConfig(_Section):
     """Shrink when the engines were busy less than this share of their time while learners waited less than
     grow_wait_fraction (the gap between the two busy thresholds is the dead band that prevents flapping)."""
 
+    min_gain: float = Field(default=0.1, ge=0, lt=1)
+    """A grow must cut the step time by at least this share (over window_steps after the cool-down), else it
+    is undone and the count above becomes a ceiling until the engines next go idle: engines that share
+    saturated CPUs or a saturated verifier stay busy without making steps faster."""
+
     @model_validator(mode="after")
     def _ordered(self) -> AutoscaleConfig:
         if self.min_engines > self.max_engines:
