@@ -131,13 +131,23 @@ class GeneratorGroup:
             return []
         refs = [ref for _, ref in self.pending]
         up, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        ready = [e for e, ref in self.pending if ref in up]
+        ready = [e for e, ref in self.pending if ref in up and self._started(e, ref)]
         self.pending = [(e, ref) for e, ref in self.pending if ref not in up]
         if not ready:
             return []
         self._bring_up(ready)
         self.engines += ready
         return [e.engine_id for e in ready]
+
+    def _started(self, engine: _Engine, ref: ray.ObjectRef) -> bool:
+        """False (and the actor ended) when the engine failed to start: the autoscaler may ask again."""
+        try:
+            ray.get(ref, timeout=10)
+            return True
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+            print(f"generator engine {engine.engine_id} failed to start: {type(err).__name__}", flush=True)
+            ray.kill(engine.actor)
+            return False
 
     def cancel(self, n: int) -> int:
         """Stop up to `n` of the newest pending engines; returns how many were stopped."""

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from openrs_ray.config import load_config
 from openrs_ray.config.sections import RewardSpec
+from openrs_ray.data.sources import PromptSource
 from openrs_ray.orchestrator import Orchestrator
 from tests.conftest import REPO
 
-MAX_STEPS = 30  # 2 prompts a step: below one epoch of gsm8k_mini's 64 rows, so a repeated uid is a repeat
+MAX_STEPS = 40  # per workload; steps go on while a new engine starts (20-60 s here)
 
 SLOW_REWARD = '''
 import time
@@ -32,6 +33,14 @@ def slow(prompts, completions, **kwargs):
 '''
 
 
+def _prompt_order(orch: Orchestrator, steps: int) -> list[str]:
+    """The uids a fresh prompt source hands out over `steps` steps (epochs wrap in the same order)."""
+    cfg, gen = orch.cfg, orch.cfg.generation
+    context = gen.max_prompt_length + gen.max_completion_length
+    source = PromptSource(cfg.data, orch.tokenizer, gen.max_prompt_length, context, True)
+    return [p.uid for _ in range(steps) for p in source.next_batch(cfg.prompts_per_step)]
+
+
 def _until(orch: Orchestrator, seen: list[dict], done, limit: int) -> None:
     while len(seen) < limit and not done(seen[-1] if seen else None):
         seen.append(orch.step())
@@ -43,7 +52,7 @@ def test_autoscale_grows_then_shrinks(ray_local: None, tiny_model: Path, tmp_pat
     reward.write_text(SLOW_REWARD.format(flag=str(flag)))
     cfg = load_config(REPO / "configs/smoke.yaml", [
         f"model.path={tiny_model}", f"output_dir={tmp_path / 'run'}", "metrics.progress_bar=false",
-        f"data.path={REPO / 'configs/data/gsm8k_mini.jsonl'}", "generation.max_completion_length=96",
+        f"data.path={REPO / 'configs/data/gsm8k_mini.jsonl'}", "generation.max_completion_length=128",
         "generation.num_generations=8", "generation.autoscale.enabled=true", "generation.autoscale.min_engines=1",
         "generation.autoscale.max_engines=3", "generation.autoscale.cooldown_steps=1",
         "generation.autoscale.window_steps=1",
@@ -53,13 +62,14 @@ def test_autoscale_grows_then_shrinks(ray_local: None, tiny_model: Path, tmp_pat
     seen: list[dict] = []
     try:
         orch.setup()
-        # Generation-bound: 8 completions x 96 tokens per prompt, learners wait on the engines.
-        _until(orch, seen, lambda m: m is not None and m["num_engines"] == 2, 16)
+        # Generation-bound: 8 completions x 128 tokens per prompt, learners wait on the engines.
+        _until(orch, seen, lambda m: m is not None and m["num_engines"] == 2, MAX_STEPS)
         grown = len(seen)
         assert seen[-1]["num_engines"] == 2, [(m["num_engines"], m["generator_scale_reason"]) for m in seen]
         # Verification-bound: 0.5 s per completion scored; the engines sit idle most of the step.
         flag.write_text("0.5")
-        _until(orch, seen, lambda m: m["num_engines"] == 1 and len(seen) > grown, MAX_STEPS)
+        _until(orch, seen, lambda m: m["num_engines"] == 1 and len(seen) > grown, grown + MAX_STEPS)
+        expected = _prompt_order(orch, len(seen))
     finally:
         orch.shutdown()
     trace = [(m["num_engines"], m["generator_target"], m["generator_scale_reason"]) for m in seen]
@@ -67,8 +77,7 @@ def test_autoscale_grows_then_shrinks(ray_local: None, tiny_model: Path, tmp_pat
     reasons = [m["generator_scale_reason"] for m in seen]
     assert "grow_learners_waiting" in reasons[:grown] and "shrink_engines_idle" in reasons[grown:], trace
     assert all(1 <= m["generator_target"] <= 3 for m in seen), trace
-    # Neither workload lost or repeated a prompt: every step trained its 2 prompts, all distinct.
-    uids = [u for m in seen for u in m["prompt_uids"]]
+    # Neither workload lost or repeated a prompt: every step trained its 2 prompts, in the data's order.
     assert all(m["groups_trained"] == 2 for m in seen), trace
-    assert len(uids) == 2 * len(seen) and len(set(uids)) == len(uids)
+    assert [u for m in seen for u in m["prompt_uids"]] == expected
     print("autoscale trace (engines serving, target, reason):", trace)
