@@ -1,7 +1,7 @@
 """Generator scaling on a three-node loopback cluster: step time and generator busy fraction for 1, 2 and 3
 engines, then the autoscaler's choice on the same workload.
 
-    python benchmarks/scaling.py [--engines 1 2 3] [--steps 4] [--warmup 1] [--auto-steps 24] [--prompts 4]
+    python benchmarks/scaling.py [--engines 1 2 3] [--steps 4] [--warmup 1] [--auto-steps 40] [--prompts 4]
                                  [--generations 8] [--max-tokens 64] [--out benchmarks/results/scaling.json]
 
 Nodes (benchmarks/_cluster.py): head (verifiers), gen (generator: 3), learn (learner: 1); runs use
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--engines", type=int, nargs="+", default=[1, 2, 3], help="fixed engine counts")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per fixed run")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per fixed run first")
-    parser.add_argument("--auto-steps", type=int, default=24, help="steps of the autoscaled run")
+    parser.add_argument("--auto-steps", type=int, default=40, help="steps of the autoscaled run")
     parser.add_argument("--prompts", type=int, default=4, help="prompts_per_step")
     parser.add_argument("--generations", type=int, default=8, help="generation.num_generations")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation.max_completion_length")
