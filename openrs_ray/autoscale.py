@@ -95,6 +95,12 @@ class Controller:
         wait = fmean(o.wait_fraction for o in self.window)
         busy = fmean(o.busy_fraction or 0.0 for o in self.window)
         trial, self.trial = self.trial, None
+        if busy < cfg.shrink_busy_fraction and wait < cfg.grow_wait_fraction:
+            # Idle engines first: the workload changed, so a pending grow's step time says nothing.
+            self.ceiling = cfg.max_engines  # more engines may pay off again later
+            if engines <= cfg.min_engines:
+                return Decision(engines, "hold_at_min")
+            return self._change(engines - 1, "shrink_engines_idle")
         if trial is not None and step > trial * (1 - cfg.min_gain) and engines > cfg.min_engines:
             self.ceiling = engines - 1
             return self._change(engines - 1, "shrink_no_gain")
@@ -105,11 +111,6 @@ class Controller:
                 return Decision(engines, "hold_no_gain_above")
             self.trial = step
             return self._change(engines + 1, "grow_learners_waiting")
-        if busy < cfg.shrink_busy_fraction and wait < cfg.grow_wait_fraction:
-            self.ceiling = cfg.max_engines  # the workload changed: more engines may pay off again later
-            if engines <= cfg.min_engines:
-                return Decision(engines, "hold_at_min")
-            return self._change(engines - 1, "shrink_engines_idle")
         return Decision(engines, "hold_balanced")
 
 
