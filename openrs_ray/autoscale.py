@@ -149,14 +149,18 @@ class BusyProbe:
             done = (at, sum(r["busy_s"] for r in ray.get(refs, timeout=10)))
         return done
 
-    def read(self, engines: list[Any]) -> float | None:
+    def read(self, engines: list[Any], grace_s: float = 1.0) -> float | None:
         """Busy fraction since the previous answered probe; None until two probes have answered."""
+        refs = [e.actor.ready.remote() for e in engines]
+        self.issued.append((time.perf_counter(), refs))
+        # Between synchronous steps no generation is queued: this probe answers at once and the reading
+        # covers exactly the step just run. Asynchronous: an earlier probe is used, never a long wait.
+        ray.wait(refs, num_returns=len(refs), timeout=grace_s)
         try:
             done = self._answered()
         except ray.exceptions.RayActorError:  # an engine died: its replacement starts a new count
             self.reset()
             done = None
-        self.issued.append((time.perf_counter(), [e.actor.ready.remote() for e in engines]))
         if done is None:
             return None
         last, self.last = self.last, done
