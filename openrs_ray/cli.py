@@ -46,15 +46,21 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
     from openrs_ray.ops.control import scale_generators
 
+    auto = args.generators == "auto"
+    if not auto and not (args.generators.isdigit() and int(args.generators) >= 1):
+        print(f"openrs-ray: error: --generators: expected an engine count >= 1 or 'auto', got {args.generators!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     ray.init(address=args.address, log_to_driver=False)
     try:
-        n = scale_generators(args.run, args.generators)
+        n = scale_generators(args.run, None if auto else int(args.generators))
     except ValueError as err:
         print(f"openrs-ray: error: {err}", file=sys.stderr)
         return 2
     finally:
         ray.shutdown()
-    print(f"{args.run}: {n} generator engines requested (applied at the start of the next step)")
+    asked = "engine count handed back to generation.autoscale" if auto else f"{n} generator engines requested"
+    print(f"{args.run}: {asked} (applied at the start of the next step)")
     return 0
 
 
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     scale = sub.add_parser("scale", help="change the generator engine count of a running job")
-    scale.add_argument("--generators", type=int, required=True, help="engines wanted (>= 1)")
+    scale.add_argument("--generators", required=True, help="engines wanted (>= 1), or 'auto': generation.autoscale")
     scale.add_argument("--run", required=True, help="the job's output_dir name, e.g. smoke for runs/smoke")
     scale.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
     scale.set_defaults(func=cmd_scale)

@@ -82,6 +82,8 @@ class FlowCounters:
     generator_restarts: int
     nodes_lost: int  # nodes that hosted a lost engine and that Ray declared dead
     num_engines: int
+    generator_target: int  # the engine count in force (generation.autoscale, an operator, or the config)
+    generator_scale_reason: str  # why: fixed, manual, or the autoscaler's reason
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from openrs_ray.backends import check_backend
+from openrs_ray.config.autoscale import AutoscaleConfig
 from openrs_ray.config.base import ConfigError, _Section  # noqa: F401  (re-exported)
 
 OPEN_RS_SYSTEM_PROMPT = (
@@ -105,6 +106,8 @@ class GenerationConfig(_Section):
     """Longest wait for one engine's batch of rollouts before the step fails with an error."""
     start_timeout_s: float = Field(default=600.0, gt=0)
     """Longest wait for an engine to start."""
+    autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+    """Engine count chosen by the driver between steps, within bounds (openrs_ray.autoscale); off by default."""
 
 
 # Built-in names of the extension points whose registries live below the config layer (learners/loss.py,

@@ -77,6 +77,7 @@ class GeneratorGroup(Generators, ChannelReceivers):
         self._request = actor_request(cc, "engine")  # what one engine needs on a single node
         self._lost_on: set[str] = set()  # nodes that hosted a lost engine (counted once Ray declares them dead)
         self.engines: list[_Engine] = []
+        self.pending: list[tuple[_Engine, ray.ObjectRef]] = []  # started without waiting (autoscale), not serving
         self._starting = self._spawn(cfg.generation.num_engines)  # engines load while other roles start
 
     def _spawn(self, n: int, ids: list[int] | None = None) -> list[_Engine]:
@@ -141,6 +142,43 @@ class GeneratorGroup(Generators, ChannelReceivers):
         for e in gone:
             ray.kill(e.actor)
         return [e.engine_id for e in gone]
+
+    def start(self, n: int) -> None:
+        """Spawn `n` engines without waiting (autoscaling): one the cluster cannot place yet stays pending, and
+        the run goes on; `admit_ready` lets each serve once it is up and holds the newest weights."""
+        self.pending += [(e, e.actor.ready.remote()) for e in self._spawn(n)]
+
+    def admit_ready(self) -> list[int]:
+        """Pending engines that finished starting get the newest weights and start serving; their ids."""
+        if not self.pending:
+            return []
+        refs = [ref for _, ref in self.pending]
+        up, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready = [e for e, ref in self.pending if ref in up and self._started(e, ref)]
+        self.pending = [(e, ref) for e, ref in self.pending if ref not in up]
+        if not ready:
+            return []
+        self._bring_up(ready)
+        self.engines += ready
+        return [e.engine_id for e in ready]
+
+    def _started(self, engine: _Engine, ref: ray.ObjectRef) -> bool:
+        """False (and the actor ended) when the engine failed to start: the autoscaler may ask again."""
+        try:
+            ray.get(ref, timeout=10)
+            return True
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+            print(f"generator engine {engine.engine_id} failed to start: {type(err).__name__}", flush=True)
+            ray.kill(engine.actor)
+            return False
+
+    def cancel(self, n: int) -> int:
+        """Stop up to `n` of the newest pending engines; returns how many were stopped."""
+        gone = self.pending[len(self.pending) - n :] if n > 0 else []
+        self.pending = self.pending[: len(self.pending) - len(gone)]
+        for e, _ in gone:
+            ray.kill(e.actor)
+        return len(gone)
 
     def _assign(self, n: int) -> dict[int, list[int]]:
         """Positions 0..n-1 per engine index, each to the engine with the least work in flight."""
@@ -307,5 +345,5 @@ class GeneratorGroup(Generators, ChannelReceivers):
 
     def shutdown(self) -> None:
         """End the engines (their vLLM engine cores go with the actor processes)."""
-        for e in self.engines + self._starting:
+        for e in self.engines + self._starting + [e for e, _ in self.pending]:
             ray.kill(e.actor)

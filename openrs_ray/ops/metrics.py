@@ -36,6 +36,12 @@ class RunMetrics:
         )
         self.learner_version = Gauge("openrs_learner_weight_version", "Learner's newest weight version", registry=r)
         self.engines_up = Gauge("openrs_engines_up", "Generator engines serving", registry=r)
+        self.generator_target = Gauge(
+            "openrs_generator_target", "Engine count wanted (generation.autoscale or an operator)", registry=r
+        )
+        self.scale_decisions = Counter(
+            "openrs_generator_scale_decisions", "Engine-count decisions, one per step", ["reason"], registry=r
+        )
         self.sync_seconds = Histogram(
             "openrs_weight_sync_seconds", "Weight broadcast per version", buckets=_SECONDS, registry=r
         )
@@ -90,6 +96,8 @@ class RunMetrics:
         self.verifier_seconds.observe(m.phases["verify"])
         self.learner_version.set(m.weight_version or 0)
         self.engines_up.set(m.flow.num_engines)
+        self.generator_target.set(m.flow.generator_target)
+        self.scale_decisions.labels(reason=m.flow.generator_scale_reason).inc()
         if "sync_s" in m.sync:
             self.sync_seconds.observe(m.sync["sync_s"])
             self.sync_bytes.inc(m.sync["sync_bytes"])

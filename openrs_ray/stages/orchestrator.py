@@ -31,9 +31,11 @@ from typing import Any
 
 import ray
 
+from openrs_ray.autoscale import Autoscaler, Decision
 from openrs_ray.broadcast.collective import CollectiveBroadcast
 from openrs_ray.broadcast.object_store import ObjectStoreBroadcast
 from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
+from openrs_ray.cluster import actor_request
 from openrs_ray.config import RunConfig
 from openrs_ray.data.sources import PromptSource
 from openrs_ray.errors import NonFiniteLoss, RoleLost
@@ -104,6 +106,8 @@ class Orchestrator:
         self.started: list[Any] = []  # components to shut down, in start order
         self.telemetry: RunMetrics | None = None
         self.nonfinite = NonFiniteGuard(cfg.learner.max_consecutive_nonfinite)
+        self.scaling = Decision(cfg.generation.num_engines, "fixed")  # the engine count in force and why
+        self.last_metrics: StepRecord | None = None  # the previous step's, for the autoscaler
 
     def setup(self, resume: Path | None = None) -> None:
         """Start every role (engines and learners load concurrently); from a checkpoint when `resume`."""
@@ -122,6 +126,10 @@ class Orchestrator:
         self.flow = GenerateScore(self.generators, self.verifiers)  # prompts → generators → verifier pool
         self.buffer = RolloutBuffer(cfg.buffer, cfg.generation.num_generations, cfg.generation.max_completion_length)
         self.control = start_control(cfg.output_dir, cfg.generation.num_engines) if self.roles is None else None
+        gen, engine = cfg.generation, actor_request(cfg.cluster, "engine")
+        self.autoscaler = (
+            Autoscaler(gen.autoscale, self.generators, engine, gen.start_timeout_s) if gen.autoscale.enabled else None
+        )
         mc = cfg.metrics
         self.telemetry = RunMetrics(mc.prometheus_port, mc.prometheus_host) if mc.prometheus_port is not None else None
         if self.telemetry is not None:
@@ -199,7 +207,7 @@ class Orchestrator:
                 sync = self.broadcast.publish()[1] if groups and not skipped else {}
         self.step_idx += 1
         self.cost.tick(len(self.generators.engines))
-        metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
+        metrics = self.last_metrics = self._metrics(prompts, groups, taken, staleness, t.seconds, learn, sync)
         if self.telemetry is not None:
             self.telemetry.observe(metrics, groups, self.verifiers.queue_depth())
         if self.nonfinite.observe(skipped):
@@ -246,7 +254,8 @@ class Orchestrator:
             verify_group_timeouts=taken.group_timeouts, verify_errors=taken.verify_errors,
             verifier_restarts=self.verifiers.count_restarts(), generator_restarts=self.generators.restarts,
             nodes_lost=self.generators.nodes_lost(),
-            num_engines=len(self.generators.engines),
+            num_engines=len(self.generators.engines), generator_target=self.scaling.target,
+            generator_scale_reason=self.scaling.reason,
         )  # fmt: skip
         return StepRecord(
             step=self.step_idx, prompt_uids=[p.uid for p in prompts], phases=seconds, learner=learn,
@@ -257,7 +266,11 @@ class Orchestrator:
     def _rescale(self) -> None:
         if self.control is None:  # in-process roles: nobody outside can ask for more engines
             return
-        want = ray.get(self.control.desired_generators.remote(), timeout=30)
+        want, by_operator = ray.get(self.control.generators_request.remote(), timeout=30)
+        if self.autoscaler is not None:  # it starts engines without waiting; an operator's count wins
+            self.scaling = self.autoscaler.step(self.last_metrics, want if by_operator else None)
+            return
+        self.scaling = Decision(want, "manual" if by_operator else "fixed")
         have = len(self.generators.engines)
         if want > have:  # only what can be placed now: a lost engine's node may not be back yet
             self.generators.grow(want - have)

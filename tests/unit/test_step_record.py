@@ -27,7 +27,8 @@ RL_LINE = {
     "staleness_hist": {"0": 4}, "groups_trained": 2, "nonfinite_skipped_total": 0, "dropped_unparsable": 1,
     "dropped_stale": 0, "dropped_zero_variance": 3, "refill_rounds": 1, "dropped_too_long": 2, "verify_timeouts": 0,
     "verify_group_timeouts": 0, "verify_errors": 1, "verifier_restarts": 0, "generator_restarts": 0,
-    "nodes_lost": 0, "num_engines": 2, **COST, "prompt_uids": ["d:0", "d:1"],
+    "nodes_lost": 0, "num_engines": 2, "generator_target": 2,
+    "generator_scale_reason": "fixed", **COST, "prompt_uids": ["d:0", "d:1"],
     "placement": {"learners": [{"node": "a"}]},
     "eval/average/avg@1": 0.5,
 }  # fmt: skip
@@ -68,7 +69,7 @@ def test_rollout_stats_hand_values() -> None:
 def _rl_record() -> StepRecord:
     phases = {"scale": 0.1, "generate": 1.0, "verify": 0.5, "refill": 0.0, "learn": 2.0, "broadcast": 0.25, "step": 4.0}
     rollout = RolloutStats(0.5, 0.5, 0.5, 6, 2.0, 0.25, {"accuracy": 0.5, "language": 0.0}, 0.25)
-    flow = FlowCounters(2, 0, 1, 0, 3, 1, 2, 0, 0, 1, 0, 0, 0, 2)
+    flow = FlowCounters(2, 0, 1, 0, 3, 1, 2, 0, 0, 1, 0, 0, 0, 2, 2, "fixed")
     staleness = {"staleness_mean": 0.0, "staleness_max": 0.0, "staleness_hist": {"0": 4}}
     record = StepRecord(
         step=3, prompt_uids=["d:0", "d:1"], phases=phases, learner=dict(LEARN), cost=dict(COST), weight_version=3,
