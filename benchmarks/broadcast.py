@@ -92,7 +92,9 @@ class Sender:
         return 0
 
     def send(self) -> int:
-        return self.channel.send(iter(self.tensors), self.specs, self.bucket_bytes)
+        sent, error = self.channel.send(iter(self.tensors), self.specs, self.bucket_bytes)
+        assert error is None, error
+        return sent
 
 
 class Receiver:

@@ -169,6 +169,12 @@ class BusyProbe:
         return min(1.0, (done[1] - last[1]) / (len(engines) * (done[0] - last[0])))
 
 
+def probe_grace(engines: list[Any], grace_s: float = 1.0) -> float:
+    """How long the busy probe may wait for its answer: none while generation is in flight (asynchronous
+    mode), where the probe would queue behind it and the wait would be added to every step."""
+    return 0.0 if any(getattr(e, "in_flight", 0) for e in engines) else grace_s
+
+
 class Autoscaler:
     """The orchestrator's hook (one `step` call before each step): measure, decide, apply."""
 
@@ -197,7 +203,7 @@ class Autoscaler:
             self.controller.ceiling = len(g.engines)  # no node could take them: ask no more for now
             decision = Decision(len(g.engines), "cancel_unplaced")
         else:
-            busy = self.probe.read(g.engines)
+            busy = self.probe.read(g.engines, probe_grace(g.engines))
             last = observation(last_metrics, busy) if last_metrics else None
             decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)

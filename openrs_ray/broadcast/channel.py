@@ -89,15 +89,26 @@ class WeightChannel:
 
             self.group = ProcessGroupGloo(store, rank, world_size, timeout)
 
-    def send(self, tensors: Iterator[torch.Tensor], specs: list[Spec], bucket_bytes: int) -> int:
-        """Broadcast tensors (in `specs` order) bucket by bucket from rank 0; returns bytes sent."""
-        sent, it = 0, iter(tensors)
+    def send(self, tensors: Iterator[torch.Tensor], specs: list[Spec], bucket_bytes: int) -> tuple[int, str | None]:
+        """Broadcast tensors (in `specs` order) bucket by bucket from rank 0; returns (bytes sent, error).
+
+        A member lost mid-broadcast fails the collective. The tensors are still drawn to the end, without
+        sending: under ZeRO-3 each one is a gather every learner rank takes part in, so stopping here would
+        leave the other ranks waiting in a gather. The error is returned, and the driver reloads the engines
+        through the object store."""
+        sent, it, error = 0, iter(tensors), None
         for bucket in plan_buckets(specs, bucket_bytes):
             flat = torch.cat([next(it).reshape(-1).to(self.device) for _ in bucket])
-            self.group.broadcast(flat, 0).wait()
-            self._synchronize()  # one bucket in flight: bounded memory, honest timing
+            if error is not None:
+                continue
+            try:
+                self.group.broadcast(flat, 0).wait()
+                self._synchronize()  # one bucket in flight: bounded memory, honest timing
+            except RuntimeError as err:  # torch.distributed's DistBackendError: a member left the group
+                error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                continue
             sent += flat.numel() * flat.element_size()
-        return sent
+        return sent, error
 
     def receive(self, specs: list[Spec], bucket_bytes: int) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (name, tensor) as buckets arrive from rank 0."""

@@ -6,6 +6,11 @@ new group (same store, new prefix) and every surviving member shuts its old grou
 keyed on each engine's incarnation, not its id: a dead engine is replaced under the same id by a fresh
 process that holds no channel yet. A joining engine first catches up through the object store, so it
 serves the current version before it is ever a member.
+
+An engine that died since the last broadcast (e.g. during the update) is replaced before the group forms. One
+lost mid-transfer fails the collective: the sender drains its tensors without sending (ZeRO-3 gathers stay in
+step) and every engine reloads that version through the object store. Under gloo the sender only notices the
+lost peer when its send times out (the channel's timeout), so that rarer case is bounded, not quick.
 """
 
 from __future__ import annotations
@@ -57,13 +62,17 @@ class CollectiveBroadcast(WeightBroadcast):
 
     def publish(self) -> tuple[WeightVersion, dict[str, float]]:
         t0 = time.perf_counter()
+        self.generators.replace_lost()  # a dead member is found before the group forms, not by a stalled send
         self._form_group()
         t_group = time.perf_counter() - t0
         version = self.version + 1
         receivers = self.generators.receive_weights(self._specs, self.bucket_bytes, version)
         senders = self.learners.send_weights(self.bucket_bytes)
-        self.generators.wait_engines(receivers, f"receiving weight version {version}", self.wait_s)
-        nbytes = self.learners.wait(senders, "send_weights()")[0]
+        failed = self.generators.channel_failures(receivers, f"receiving weight version {version}", self.wait_s)
+        nbytes, error = self.learners.wait(senders, "send_weights()")[0]
+        fallback = bool(failed or error)
+        if fallback:
+            nbytes = self._reload_from_store(version, failed + ([f"sender: {error}"] if error else []))
         self.version = version
         seconds = time.perf_counter() - t0
         meta = WeightVersion(version=version, num_bytes=nbytes, num_tensors=len(self._specs))
@@ -72,4 +81,16 @@ class CollectiveBroadcast(WeightBroadcast):
             "sync_group_s": t_group,
             "sync_bytes": float(nbytes),
             "sync_gbps": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
+            "sync_fallback": float(fallback),
         }
+
+    def _reload_from_store(self, version: int, failed: list[str]) -> int:
+        """A member was lost mid-broadcast: the survivors may hold half a version, so every engine reloads
+        `version` whole through the object store (which replaces or drops the dead engine), and the next
+        publish forms a new group without it. Returns the bytes exported."""
+        print(f"openrs-ray: warning: weight channel broke at version {version} ({'; '.join(failed)}); "
+              "reloading every engine through the object store", flush=True)  # fmt: skip
+        self._members = None
+        meta, refs = self.learners.export_weights(version)
+        self.generators.load_weights(refs, version)
+        return meta.num_bytes

@@ -74,3 +74,11 @@ class WeightSink(Protocol):
     def wait_engines(self, refs: list, what: str, timeout_s: float) -> list:
         """Results of one call per engine; a timeout names the late engines."""
         ...
+
+    def replace_lost(self) -> int:
+        """Replace (or drop) the engines that died since they last answered; how many."""
+        ...
+
+    def channel_failures(self, refs: list, what: str, timeout_s: float) -> list[str]:
+        """Wait for one channel call per engine; one line per engine that died or whose call failed."""
+        ...

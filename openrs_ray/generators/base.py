@@ -127,3 +127,11 @@ class ChannelReceivers(ABC):
     @abstractmethod
     def wait_engines(self, refs: list, what: str, timeout_s: float) -> list:
         """Wait for one call per engine; a timeout names the engines that did not answer."""
+
+    @abstractmethod
+    def replace_lost(self) -> int:
+        """Replace (or drop) the engines that died since they last answered; how many."""
+
+    @abstractmethod
+    def channel_failures(self, refs: list, what: str, timeout_s: float) -> list[str]:
+        """Wait for one channel call per engine; a line per engine that died or whose call failed."""

@@ -101,7 +101,8 @@ class GeneratorGroup(Generators, ChannelReceivers):
         where = self._wait([e.actor.placement.remote() for e in engines], engines, "placement", 60)
         for e, w in zip(engines, where, strict=True):
             e.node_id = w["node_id"]
-        latest = self._latest if self._latest is not None or self.catch_up is None else self.catch_up()
+        # With a collective channel the object-store copy of a fallback reload goes stale: ask the source.
+        latest = self._latest if self.catch_up is None else self.catch_up()
         if latest is not None and latest[1] > self.base_version:
             self._sync(engines, *latest)
 
@@ -273,7 +274,7 @@ class GeneratorGroup(Generators, ChannelReceivers):
         The refs are kept (one copy of the weights in the object store) so that engines added or
         restarted later catch up to this version before serving.
         """
-        self._latest = (bucket_refs, version)
+        self._latest = (bucket_refs, version) if self.catch_up is None else None
         engines = list(self.engines)
         timeout = self.cfg.broadcast.timeout_s
         refs = [e.actor.load_weights.remote(bucket_refs, version, timeout) for e in engines]
@@ -311,6 +312,39 @@ class GeneratorGroup(Generators, ChannelReceivers):
     def wait_engines(self, refs: list, what: str, timeout_s: float) -> list:
         """Wait for one call per engine (in engine order); a timeout names the engines that did not answer."""
         return self._wait(refs, self.engines, what, timeout_s)
+
+    def replace_lost(self) -> int:
+        """Replace (or drop) engines whose actor has died; how many. Asked before a collective broadcast: a
+        dead member would stall the sender until the channel's timeout. A call to a dead actor fails at once,
+        so a short wait suffices; an engine busy generating (asynchronous mode) does not answer and is alive."""
+        engines = list(self.engines)
+        refs = [e.actor.ready.remote() for e in engines]
+        ray.wait(refs, num_returns=len(refs), timeout=0.2 if any(e.in_flight for e in engines) else 10.0)
+        lost = []
+        for e, ref in zip(engines, refs, strict=True):
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:
+                lost.append(e)
+            except ray.exceptions.GetTimeoutError:
+                pass
+        for e in lost:
+            self._replace(e)
+        return len(lost)
+
+    def channel_failures(self, refs: list, what: str, timeout_s: float) -> list[str]:
+        """Wait for one channel call per engine (in engine order); a line per engine that died or whose call
+        failed (a member lost mid-broadcast fails the collective for the others too). A timeout still raises,
+        naming the late engines. The dead are replaced or dropped by the object-store reload that follows."""
+        engines = list(self.engines)
+        self._wait_done(refs, engines, what, timeout_s)
+        failed = []
+        for e, ref in zip(engines, refs, strict=True):
+            try:
+                ray.get(ref, timeout=10)
+            except ray.exceptions.RayError as err:
+                failed.append(f"engine {e.engine_id}: {type(err).__name__}")
+        return failed
 
     def _report(self) -> list[dict[str, float]]:
         refs = [e.actor.ready.remote() for e in self.engines]

@@ -64,8 +64,8 @@ class Learner(ABC):
         """Join the weight channel (rank 0 sends; others take part in gathers)."""
 
     @abstractmethod
-    def send_weights(self, bucket_bytes: int) -> int:
-        """Send the current weights on the channel; bytes sent."""
+    def send_weights(self, bucket_bytes: int) -> tuple[int, str | None]:
+        """Send the current weights on the channel; (bytes sent, the channel's error if a member was lost)."""
 
     @abstractmethod
     def shutdown(self) -> None:

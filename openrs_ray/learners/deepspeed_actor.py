@@ -286,11 +286,12 @@ class DeepSpeedLearner(Learner):
         if channel is not None:
             channel.close()
 
-    def send_weights(self, bucket_bytes: int) -> int:
-        """Broadcast full weights on the channel (rank 0); other ranks only take part in ZeRO-3 gathers."""
+    def send_weights(self, bucket_bytes: int) -> tuple[int, str | None]:
+        """Broadcast full weights on the channel (rank 0); other ranks only take part in ZeRO-3 gathers.
+        Returns (bytes sent, the channel's error if a member was lost mid-broadcast)."""
         if self.rank != 0:
             self._join_gathers()
-            return 0
+            return 0, None
         tensors = (t for _, t in self._full_parameters(str(self._channel.device)))  # on the GPU for NCCL
         return self._channel.send(tensors, self.weight_specs(), bucket_bytes)
 

@@ -207,7 +207,8 @@ def nccl_channel(learner: Any) -> dict:
     learner.open_channel("127.0.0.1", port, 1, 1)
     assert learner._channel.backend == "nccl" and learner._channel.device.type == "cuda"
     t0 = time.perf_counter()
-    sent = learner.send_weights(bucket)
+    sent, error = learner.send_weights(bucket)
+    assert error is None, error
     send_s = time.perf_counter() - t0
     specs = learner.weight_specs()
     learner.close_channel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -90,4 +91,24 @@ def test_killed_engine_is_replaced_and_rejoins_the_channel(flow: Orchestrator) -
     # The replacement holds the dead engine's id but is a new member: the group was re-formed once.
     assert flow.broadcast.epoch == epoch + 1 and flow.broadcast.version == version + 3
     assert flow.generators.reported_versions() == [version + 3] * len(flow.generators.engines)
+    _engines_match_learner(flow)
+
+
+def test_engine_lost_before_the_broadcast_is_replaced_before_the_group_forms(flow: Orchestrator) -> None:
+    flow.step()  # the group holds every current engine
+    restarts, epoch, version = flow.generators.restarts, flow.broadcast.epoch, flow.broadcast.version
+    victim = flow.generators.engines[-1]  # dies after its generation (e.g. during the update)
+    pid = ray.get(victim.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    meta, sync = flow.broadcast.publish()  # as the orchestrator does after the update
+    took = time.monotonic() - t0
+    assert took < 120, took  # not a send stalled on the dead member until the channel's timeout (360 s)
+    assert meta.version == version + 1 and sync["sync_fallback"] == 0.0
+    assert flow.generators.restarts == restarts + 1  # replaced (this node has room), then a new group
+    assert flow.broadcast.epoch == epoch + 1
+    assert flow.generators.reported_versions() == [version + 1] * len(flow.generators.engines)
+    _engines_match_learner(flow)
+    metrics = flow.step()
+    assert metrics["weight_version"] == version + 2 and flow.broadcast.epoch == epoch + 1
     _engines_match_learner(flow)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from openrs_ray.autoscale import Autoscaler, Controller, Decision, Observation, observation
+from openrs_ray.autoscale import Autoscaler, Controller, Decision, Observation, observation, probe_grace
 from openrs_ray.config.autoscale import AutoscaleConfig
 from openrs_ray.ops.control import RunControl
 
@@ -160,7 +160,7 @@ class NoProbe:
     def reset(self) -> None:
         pass
 
-    def read(self, engines: list) -> None:
+    def read(self, engines: list, grace_s: float = 1.0) -> None:
         return None
 
 
@@ -189,3 +189,10 @@ def test_hook_holds_while_engines_start_and_gives_up_on_unplaced_ones() -> None:
     scaler.start_timeout_s = 0.0
     assert scaler.step({"time_step_s": 10.0}, None) == Decision(1, "cancel_unplaced")
     assert g.pending == [] and len(g.engines) == 1 and scaler.controller.ceiling == 1
+
+
+def test_probe_waits_only_when_no_generation_is_in_flight() -> None:
+    idle = [SimpleNamespace(in_flight=0), SimpleNamespace(in_flight=0)]
+    busy = [SimpleNamespace(in_flight=0), SimpleNamespace(in_flight=3)]  # asynchronous: a batch queued
+    assert probe_grace(idle) == 1.0 and probe_grace(idle, 2.5) == 2.5
+    assert probe_grace(busy) == 0.0 and probe_grace([]) == 1.0
