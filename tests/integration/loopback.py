@@ -68,17 +68,18 @@ def wait_for(what: str, timeout: float, check) -> None:
         time.sleep(2)
 
 
-def stop_nodes(procs: list[subprocess.Popen], tag: str) -> None:
-    """SIGTERM each node's process group (workers first), SIGKILL what is left, then any straggler that
-    carries our marker variable (Ray's worker processes are this test's descendants)."""
-    for p in reversed(procs):
+def stop_nodes(procs: list[subprocess.Popen], tag: str, grace_s: float = 15) -> None:
+    """SIGTERM every node's process group at once, SIGKILL what is left after `grace_s` in all, then any straggler
+    that carries our marker variable (Ray's worker processes are this test's descendants)."""
+    for p in procs:
         try:
             os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    for p in reversed(procs):
+    deadline = time.monotonic() + grace_s
+    for p in procs:
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
         try:
