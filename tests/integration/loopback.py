@@ -184,7 +184,10 @@ class LoopbackCluster:
         return kill_node(proc)
 
     def stop(self) -> None:
-        """Stop every node by its process group, then remove the nodes' temp folders."""
-        stop_nodes([*self.killed, *self.procs.values()], self.tag)
+        """Stop every node by its process group (the workers together, while the head's GCS still answers their
+        goodbyes, then the head), then remove the nodes' temp folders."""
+        workers = [p for name, p in self.procs.items() if name != "head"]
+        stop_nodes([*self.killed, *workers], self.tag)
+        stop_nodes([self.procs["head"]] if "head" in self.procs else [], self.tag)
         for temp in self.temps:
             shutil.rmtree(temp, ignore_errors=True)
