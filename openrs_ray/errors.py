@@ -11,3 +11,8 @@ class RoleLost(RuntimeError):
 
 class LearnerLost(RoleLost):
     """A learner rank died: a ZeRO group cannot shrink, so the run stops and resumes from a checkpoint."""
+
+
+class VerifiersLost(RoleLost):
+    """Verifiers died with their node and no node can place them again: the run stops with a checkpoint of its
+    last completed step (scoring would otherwise wait for them forever)."""

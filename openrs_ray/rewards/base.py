@@ -42,7 +42,12 @@ class Verifiers(ABC):
         """Verifier processes restarted so far."""
 
     def check(self) -> None:
-        """Before a step: raise errors.RoleLost when the verifiers are gone for good (default: never)."""
+        """Before a step: raise errors.VerifiersLost when the verifiers are gone for good (default: never)."""
+        return None
+
+    def wait(self, futures: list[Any], timeout_s: float) -> None:
+        """Wait until these scores are ready or `timeout_s` passes, and raise errors.VerifiersLost as soon as the
+        verifiers are gone for good (default: return at once; the rollout buffer waits for the futures)."""
         return None
 
     @abstractmethod

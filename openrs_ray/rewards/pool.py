@@ -4,24 +4,28 @@ Each actor scores a group's samples in a killable child process (rewards/sandbox
 takes longer than `rewards.sample_timeout_s` and no scoring failure reaches the run: it is a zero
 reward and a counted metric. A verifier actor that dies is restarted by Ray (`max_restarts`) and its
 unfinished calls are retried there (`max_task_retries`), so the ObjectRefs the buffer holds stay valid.
-Ray re-creates it on any node with room, also when its node died; `check` says, before a step, when no node
-has room (the role's node is gone), so the run stops with a checkpoint instead of scoring nothing.
+Ray re-creates it on any node with room, also when its node died; when no node has room (the role's node is
+gone) Ray would wait forever, so `check` (before a step) and every wait on the actors (`wait`, during a step)
+raise VerifiersLost instead, and the run stops with a checkpoint rather than scoring nothing.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import ray
 
 from openrs_ray.cluster import actor_request, role_resources
 from openrs_ray.config import RunConfig
-from openrs_ray.errors import RoleLost
-from openrs_ray.recovery import can_place
+from openrs_ray.errors import VerifiersLost
+from openrs_ray.recovery import can_place, dead_nodes
 from openrs_ray.rewards.base import GroupScorer, Verifiers
 from openrs_ray.rewards.registry import RewardContext
 from openrs_ray.rewards.sandbox import SampleScorer
 from openrs_ray.types import Prompt, Rollout, ScoredGroup
+
+POLL_S = 1.0  # a wait on the verifiers looks this often whether their node died (one control-store query)
 
 
 class Verifier(GroupScorer):
@@ -42,6 +46,10 @@ class Verifier(GroupScorer):
     def whoami(self) -> str:
         """This actor process's incarnation id (the pool counts restarts with it)."""
         return self.incarnation
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (the pool notices its death through Ray's node table)."""
+        return ray.get_runtime_context().get_node_id()
 
     def _context(self, prompt: Prompt, r: Rollout) -> RewardContext:
         length = len(r.completion_ids) if self.unit == "tokens" else len(r.completion_text)
@@ -82,6 +90,8 @@ class VerifierPool(Verifiers):
         self.actors = [self._actor_cls.remote(cfg) for _ in range(cfg.rewards.num_workers)]
         self._in_flight: list[list[ray.ObjectRef]] = [[] for _ in self.actors]
         self._incarnations: list[str | None] = [None] * len(self.actors)
+        self._nodes: list[str | None] = [None] * len(self.actors)  # where each actor last answered from
+        self._need = actor_request(cfg.cluster, "verifier")
         self.restarts = 0
 
     def _least_loaded(self) -> int:
@@ -106,40 +116,71 @@ class VerifierPool(Verifiers):
         return refs
 
     def count_restarts(self) -> int:
-        """Restarts seen so far (an actor answering with a new incarnation id was restarted by Ray)."""
-        ids = ray.get([a.whoami.remote() for a in self.actors], timeout=self.cfg.rewards.timeout_s)
+        """Restarts seen so far (an actor answering with a new incarnation id was restarted by Ray). Verifiers lost
+        for good are not waited for: the next `check` stops the run, after this step is recorded."""
+        refs = [a.whoami.remote() for a in self.actors]
+        if self._await(refs, self.cfg.rewards.timeout_s):
+            return self.restarts
+        ids = ray.get(refs, timeout=POLL_S)  # answered, or rewards.timeout_s passed (GetTimeoutError)
         for i, new in enumerate(ids):
             if self._incarnations[i] is not None and new != self._incarnations[i]:
                 self.restarts += 1
             self._incarnations[i] = new
         return self.restarts
 
+    def wait(self, refs: list[ray.ObjectRef], timeout_s: float) -> None:
+        """Wait until `refs` (scores) are ready or `timeout_s` passes; VerifiersLost as soon as verifiers died
+        with their node and no node can place them again (their calls would never finish)."""
+        lost = self._await(refs, timeout_s)
+        if lost:
+            raise self._lost(lost)
+
     def check(self) -> None:
-        """Raise RoleLost when a verifier does not answer and no node can place it again (its node died).
+        """Raise VerifiersLost when a verifier does not answer and no node can place it again (its node died).
 
         Asked between steps, when the actors are idle: an answer takes milliseconds. One that does not come
-        within cluster.placement_timeout_s is an actor Ray is re-creating; if no node can hold a verifier,
-        that re-creation would wait forever.
+        within cluster.placement_timeout_s is an actor Ray is re-creating (or never placed); if no node can hold
+        a verifier, that re-creation would wait forever.
         """
         wait = self.cfg.cluster.placement_timeout_s
-        refs = [a.whoami.remote() for a in self.actors]
-        _, silent = ray.wait(refs, num_returns=len(refs), timeout=wait)
+        refs = [a.node_id.remote() for a in self.actors]
+        ready, silent = ray.wait(refs, num_returns=len(refs), timeout=wait)
+        for i, ref in enumerate(refs):
+            if ref in ready:
+                self._nodes[i] = ray.get(ref, timeout=wait)
         if not silent:
             return
-        need = actor_request(self.cfg.cluster, "verifier")
-        if can_place(need, wait):
+        if can_place(self._need, wait):
             ray.wait(silent, num_returns=len(silent), timeout=self.cfg.rewards.timeout_s)  # being re-created
             return
-        lost = [i for i, r in enumerate(refs) if r in silent]
-        raise RoleLost(
-            f"rewards: verifier(s) {lost} were lost and no node can place one ({need}) within "
+        raise self._lost([i for i, r in enumerate(refs) if r in silent])
+
+    def _await(self, refs: list[ray.ObjectRef], timeout_s: float) -> list[int]:
+        """Wait for calls to the actors at most `timeout_s`; returns early, with their indices, when verifiers are
+        found on a dead node and no node can place them again. [] when the calls finished or the time ran out."""
+        deadline, pending = time.monotonic() + timeout_s, list(refs)
+        while pending and (left := deadline - time.monotonic()) > 0:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(left, POLL_S))
+            dead = dead_nodes({n for n in self._nodes if n is not None}) if pending else set()
+            lost = [i for i, n in enumerate(self._nodes) if n in dead]
+            if lost and not can_place(self._need, self.cfg.cluster.placement_timeout_s):
+                return lost
+            for i in lost:  # Ray is re-creating them elsewhere; `check` records where they answer from next
+                self._nodes[i] = None
+        return []
+
+    def _lost(self, indices: list[int]) -> VerifiersLost:
+        wait = self.cfg.cluster.placement_timeout_s
+        return VerifiersLost(
+            f"rewards: verifier(s) {indices} were lost and no node can place one ({self._need}) within "
             f"cluster.placement_timeout_s={wait:g}s"
         )
 
     def shutdown(self) -> None:
         """Stop the scoring children, then end the actors."""
-        try:
-            ray.get([a.shutdown.remote() for a in self.actors], timeout=30)
+        try:  # verifiers lost for good are not waited for
+            refs = [a.shutdown.remote() for a in self.actors]
+            self._await(refs, 30)
         except Exception:  # noqa: BLE001 - a dead actor must not stop the others' cleanup
             pass
         for a in self.actors:

@@ -38,7 +38,7 @@ from openrs_ray.buffer.rollout_buffer import RolloutBuffer, TakeStats
 from openrs_ray.cluster import actor_request
 from openrs_ray.config import RunConfig
 from openrs_ray.data.sources import PromptSource
-from openrs_ray.errors import NonFiniteLoss, RoleLost
+from openrs_ray.errors import NonFiniteLoss, VerifiersLost
 from openrs_ray.flow import GenerateScore
 from openrs_ray.generators.base import Generators
 from openrs_ray.generators.group import GeneratorGroup
@@ -80,6 +80,15 @@ class NonFiniteGuard:
         self.in_a_row = self.in_a_row + 1 if skipped else 0
         self.total += int(skipped)
         return self.in_a_row >= self.limit
+
+
+@dataclass
+class DriverState:
+    """The driver's part of a checkpoint: data cursor, batches dispatched and not collected, scored groups queued."""
+
+    data: dict[str, Any]
+    in_flight: list[list[Prompt]]
+    buffered: list[ScoredGroup]
 
 
 @dataclass
@@ -163,16 +172,27 @@ class Orchestrator:
         for batch in in_flight:
             self.flow.submit(batch)
 
-    def save(self) -> Path:
-        """Checkpoint the run after the current step (see checkpoint.py); keeps the newest keep_last."""
+    def save(self, at: DriverState | None = None) -> Path:
+        """Checkpoint the run after the current step (see checkpoint.py); keeps the newest keep_last.
+
+        `at`: the driver's state when this step began (a step that failed before its update: the learners and the
+        broadcast version are still those of the last completed step, the data cursor and batches have moved on).
+        """
         path = checkpoint_dir(self.cfg.output_dir, self.step_idx)
+        at = at or self._driver_state()
         self.learners.save(str(path / "policy"))
         write_state(
-            path, step=self.step_idx, version=self.broadcast.version, data=self.prompts.state(),
-            in_flight=self.flow.batches_in_flight(), buffered=self.buffer.snapshot(self.cfg.rewards.timeout_s),
+            path, step=self.step_idx, version=self.broadcast.version, data=at.data, in_flight=at.in_flight,
+            buffered=at.buffered,
         )  # fmt: skip
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
+
+    def _driver_state(self) -> DriverState:
+        """The driver's part of a checkpoint now (between steps the buffer holds only scored groups)."""
+        return DriverState(
+            self.prompts.state(), self.flow.batches_in_flight(), self.buffer.snapshot(self.cfg.rewards.timeout_s)
+        )
 
     def eval_targets(self) -> tuple[Generators, Verifiers]:
         """Engines (serving the newest published weights) and verifiers an evaluation runs on."""
@@ -193,12 +213,7 @@ class Orchestrator:
         with t("step"):
             with t("scale"):  # operators may have asked for more or fewer engines
                 self._rescale()
-            with t("generate"):  # prompts → generators (max_staleness batches ahead when async)
-                prompts, rollouts = self._next_rollouts()
-            with t("verify"):  # → verifier pool → rollout buffer
-                groups, taken = self._score(prompts, rollouts)
-            with t("refill"):  # dynamic sampling: more prompts until the batch is full
-                prompts += self._refill(groups, taken)
+            prompts, groups, taken = self._collect(t)
             batch, staleness = self.buffer.batch(groups, self.broadcast.version)
             with t("learn"):  # → learners
                 learn = self.learners.update(batch) if groups else {}
@@ -218,6 +233,21 @@ class Orchestrator:
             )
         return metrics
 
+    def _collect(self, t: PhaseTimer) -> tuple[list[Prompt], list[ScoredGroup], TakeStats]:
+        """Generate, verify and refill this step's groups. Verifiers lost for good on the way stop the run with a
+        checkpoint of the last completed step: nothing of this one has reached the learners yet."""
+        start = self._driver_state()  # milliseconds: a cursor, the batches in flight, an empty buffer
+        try:
+            with t("generate"):  # prompts → generators (max_staleness batches ahead when async)
+                prompts, rollouts = self._next_rollouts()
+            with t("verify"):  # → verifier pool → rollout buffer
+                groups, taken = self._score(prompts, rollouts)
+            with t("refill"):  # dynamic sampling: more prompts until the batch is full
+                prompts += self._refill(groups, taken)
+        except VerifiersLost as err:
+            raise VerifiersLost(f"{err}; checkpoint saved at {self.save(start)}") from None
+        return prompts, groups, taken
+
     def _next_rollouts(self) -> tuple[list[Prompt], list[list[Rollout]]]:
         """Keep 1 + max_staleness batches in flight on the engines, and collect the oldest."""
         while len(self.flow.in_flight) < 1 + self.cfg.buffer.max_staleness:
@@ -226,8 +256,11 @@ class Orchestrator:
 
     def _score(self, prompts: list[Prompt], rollouts: list[list[Rollout]]) -> tuple[list[ScoredGroup], TakeStats]:
         version = min(r.weight_version for group in rollouts for r in group)
-        self.buffer.add(self.flow.score(prompts, rollouts), version)
-        return self.buffer.take(len(prompts), self.broadcast.version, self.cfg.rewards.timeout_s)
+        deadline = time.monotonic() + self.cfg.rewards.timeout_s
+        scores = self.flow.score(prompts, rollouts)
+        self.verifiers.wait(scores, self.cfg.rewards.timeout_s)  # VerifiersLost at once if no node can hold one
+        self.buffer.add(scores, version)
+        return self.buffer.take(len(prompts), self.broadcast.version, max(0.0, deadline - time.monotonic()))
 
     def _refill(self, groups: list[ScoredGroup], taken: TakeStats) -> list[Prompt]:
         """Dynamic sampling (DAPO): replace dropped groups with new prompts, a bounded number of rounds."""
@@ -281,8 +314,8 @@ class Orchestrator:
         """Before a step (a consistent point to checkpoint): verifiers that no node can hold stop the run."""
         try:
             self.verifiers.check()
-        except RoleLost as err:
-            raise RoleLost(f"{err}; checkpoint saved at {self.save()}") from None
+        except VerifiersLost as err:
+            raise VerifiersLost(f"{err}; checkpoint saved at {self.save()}") from None
 
     def shutdown(self) -> None:
         """Stop every role this orchestrator started (engines, learners, verifiers)."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -65,17 +68,18 @@ def wait_for(what: str, timeout: float, check) -> None:
         time.sleep(2)
 
 
-def stop_nodes(procs: list[subprocess.Popen], tag: str) -> None:
-    """SIGTERM each node's process group (workers first), SIGKILL what is left, then any straggler that
-    carries our marker variable (Ray's worker processes are this test's descendants)."""
-    for p in reversed(procs):
+def stop_nodes(procs: list[subprocess.Popen], tag: str, grace_s: float = 15) -> None:
+    """SIGTERM every node's process group at once, SIGKILL what is left after `grace_s` in all, then any straggler
+    that carries our marker variable (Ray's worker processes are this test's descendants)."""
+    for p in procs:
         try:
             os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    for p in reversed(procs):
+    deadline = time.monotonic() + grace_s
+    for p in procs:
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
         try:
@@ -123,3 +127,67 @@ def node_env(tag: str) -> dict[str, str]:
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+@dataclass
+class LoopbackCluster:
+    """A head and worker nodes on loopback, each one `ray start --block` this process started and stops. Every node
+    also offers a marker resource `loopback_<name>`, so that Ray's node ids can be told apart by node name."""
+
+    tag: str
+    env: dict[str, str]
+    gcs: int = field(default_factory=free_port)
+    dash: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)  # alive nodes by name
+    killed: list[subprocess.Popen] = field(default_factory=list)
+    temps: list[str] = field(default_factory=list)
+    node_ids: dict[str, str] = field(default_factory=dict)  # node name -> Ray node id
+    resources: dict[str, dict] = field(default_factory=dict)  # node name -> its role resources
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs}"
+
+    def _start(self, name: str, cpus: int, resources: dict, args: list[str]) -> None:
+        temp = tempfile.mkdtemp(prefix=f"orl{name[:3]}", dir="/tmp")  # short: Ray's socket paths have a limit
+        self.temps.append(temp)
+        self.resources[name] = resources
+        self.procs[name] = start_node(self.env, temp, cpus, {**resources, f"loopback_{name}": 1}, args)
+
+    def start(self, head: tuple[int, dict], workers: dict[str, tuple[int, dict]]) -> None:
+        """The head, then every worker at once; returns when all are alive, with their node ids known."""
+        self._start("head", *head, head_args(self.gcs, self.dash))
+        wait_for("the head's GCS and dashboard", 180, lambda: port_open(self.gcs) and port_open(self.dash))
+        for name, (cpus, resources) in workers.items():
+            self._start(name, cpus, resources, [f"--address={self.address}"])
+        self._wait_alive([*workers, "head"])
+
+    def add(self, name: str, cpus: int, resources: dict) -> None:
+        """One more worker node (e.g. a lost role's node coming back); returns once it is alive."""
+        self._start(name, cpus, resources, [f"--address={self.address}"])
+        self._wait_alive([name])
+
+    def _wait_alive(self, names: list[str]) -> None:
+        def known() -> bool:
+            for node in cluster_state(self.env, self.dash)["nodes"]:
+                for name in names:
+                    if node["alive"] and node["resources"].get(f"loopback_{name}"):
+                        self.node_ids[name] = node["id"]
+            return all(name in self.node_ids for name in names)
+
+        wait_for(f"nodes {names} to be alive", 180, known)
+
+    def kill(self, name: str) -> list[int]:
+        """SIGKILL a node and everything on it, as a machine failure would (see kill_node)."""
+        proc = self.procs.pop(name)
+        self.killed.append(proc)
+        return kill_node(proc)
+
+    def stop(self) -> None:
+        """Stop every node by its process group (the workers together, while the head's GCS still answers their
+        goodbyes, then the head), then remove the nodes' temp folders."""
+        workers = [p for name, p in self.procs.items() if name != "head"]
+        stop_nodes([*self.killed, *workers], self.tag)
+        stop_nodes([self.procs["head"]] if "head" in self.procs else [], self.tag)
+        for temp in self.temps:
+            shutil.rmtree(temp, ignore_errors=True)
