@@ -181,6 +181,7 @@ class Autoscaler:
         self.start_timeout_s = start_timeout_s  # an engine pending longer is given up (no node for it)
         self.started_at = 0.0
         self.probe = BusyProbe()
+        self.observed: Observation | None = None  # what the last decision was made on (None: no measurement)
 
     def step(self, last_metrics: dict[str, Any] | None, manual: int | None) -> Decision:
         """Admit engines that came up, decide the target from the last step, and start or stop engines.
@@ -191,6 +192,7 @@ class Autoscaler:
         if g.admit_ready():
             self.probe.reset()
         have = len(g.engines) + len(g.pending)
+        self.observed = None
         if g.pending and manual is None:
             if time.monotonic() - self.started_at < self.start_timeout_s:
                 return Decision(have, "hold_starting")
@@ -198,7 +200,7 @@ class Autoscaler:
             decision = Decision(len(g.engines), "cancel_unplaced")
         else:
             busy = self.probe.read(g.engines)
-            last = observation(last_metrics, busy) if last_metrics else None
+            last = self.observed = observation(last_metrics, busy) if last_metrics else None
             decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)
         return decision
