@@ -2,7 +2,7 @@
 engines, then the autoscaler's choice on the same workload.
 
     python benchmarks/scaling.py [--engines 1 2 3] [--steps 8] [--warmup 1] [--auto-steps 48] [--prompts 12]
-                                 [--generations 8] [--max-tokens 256] [--quick] [--out benchmarks/results/scaling.json]
+                                 [--generations 16] [--max-tokens 128] [--quick] [--out benchmarks/results/scaling.json]
 
 Nodes (tests/integration/loopback.py, as the multi-node tests start them): head (driver, verifiers), gen
 (generator: 3), learn (learner: 1); every run sets cluster.role_resources=true so each role lands on its node.
@@ -60,6 +60,7 @@ def overrides(model: Path, out: Path, engines: int, args: argparse.Namespace, au
         f"prompts_per_step={args.prompts}", f"generation.num_generations={args.generations}",
         f"generation.max_completion_length={args.max_tokens}", f"generation.num_engines={engines}",
         f"learner.micro_batch_size={args.micro_batch}", f"cluster.learner_cpus={args.learner_cpus}",
+        f"learner.lr={args.lr}", "learner.lr_scheduler_type=constant",
         "metrics.progress_bar=false", "cluster.role_resources=true",
     ]  # fmt: skip
     return items + ([f"generation.autoscale.{k}={v}" for k, v in AUTOSCALE.items()] if auto else [])
@@ -222,9 +223,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auto-steps", type=int, default=48, help="steps of the autoscaled run")
     parser.add_argument("--settle", type=int, default=10, help="last autoscaled steps that must hold one count")
     parser.add_argument("--prompts", type=int, default=12, help="prompts_per_step (divisible by 2 and 3)")
-    parser.add_argument("--generations", type=int, default=8, help="generation.num_generations")
-    parser.add_argument("--max-tokens", type=int, default=256, help="generation.max_completion_length")
-    parser.add_argument("--micro-batch", type=int, default=16, help="learner.micro_batch_size")
+    parser.add_argument("--generations", type=int, default=16, help="generation.num_generations")
+    parser.add_argument("--max-tokens", type=int, default=128, help="generation.max_completion_length")
+    parser.add_argument("--micro-batch", type=int, default=32, help="learner.micro_batch_size")
+    parser.add_argument("--lr", type=float, default=1e-6, help="learner.lr (small: at smoke's 1e-3 the tiny model "
+                        "learns to stop early and the completions shrink 100x within 40 steps)")  # fmt: skip
     parser.add_argument("--learner-cpus", type=int, default=2, help="cluster.learner_cpus (its torch threads; "
                         "synchronous steps: the engines are idle while it learns)")  # fmt: skip
     parser.add_argument("--register-timeout", type=float, default=600.0, help="seconds for the nodes to register")

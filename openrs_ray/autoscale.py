@@ -182,6 +182,9 @@ class Autoscaler:
         self.started_at = 0.0
         self.probe = BusyProbe()
         self.observed: Observation | None = None  # what the last decision was made on (None: no measurement)
+        # The first step warms the engines and learners up (vLLM's first batches, DeepSpeed's first update): it
+        # took twice a steady step in benchmarks/scaling.py, and decided alone would grow any workload.
+        self.warming = True
 
     def step(self, last_metrics: dict[str, Any] | None, manual: int | None) -> Decision:
         """Admit engines that came up, decide the target from the last step, and start or stop engines.
@@ -199,7 +202,9 @@ class Autoscaler:
             self.controller.ceiling = len(g.engines)  # no node could take them: ask no more for now
             decision = Decision(len(g.engines), "cancel_unplaced")
         else:
-            busy = self.probe.read(g.engines)
+            busy = self.probe.read(g.engines)  # read even so: the next reading starts here
+            if last_metrics and self.warming:
+                self.warming, last_metrics = False, None
             last = self.observed = observation(last_metrics, busy) if last_metrics else None
             decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)

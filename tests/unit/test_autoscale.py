@@ -189,3 +189,24 @@ def test_hook_holds_while_engines_start_and_gives_up_on_unplaced_ones() -> None:
     scaler.start_timeout_s = 0.0
     assert scaler.step({"time_step_s": 10.0}, None) == Decision(1, "cancel_unplaced")
     assert g.pending == [] and len(g.engines) == 1 and scaler.controller.ceiling == 1
+
+
+class BusyProbe:
+    """A probe that reports the engines busy 80% of the time."""
+
+    def reset(self) -> None:
+        pass
+
+    def read(self, engines: list) -> float:
+        return 0.8
+
+
+def test_hook_skips_the_warm_up_step() -> None:
+    g = Group(1)
+    scaler = Autoscaler(CFG, g, {}, 600.0)
+    scaler.probe = BusyProbe()  # type: ignore[assignment]
+    waiting = {"time_step_s": 10.0, "time_generate_s": 6.0}  # wait 0.6, busy 0.8: generation-bound
+    assert scaler.step(None, None) == Decision(1, "hold_measuring")  # before the first step
+    assert scaler.step(waiting, None) == Decision(1, "hold_measuring") and scaler.observed is None  # its warm-up
+    assert scaler.step(waiting, None) == Decision(2, "grow_learners_waiting")
+    assert scaler.observed == Observation(10.0, 6.0, 0.8) and g.log == ["start 1"]
