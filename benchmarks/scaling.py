@@ -193,7 +193,9 @@ def loopback_cluster(tag: str, register_s: float) -> Iterator[str]:
     """Start NODES (the head first); yields the GCS address; stops every node by the pids it started."""
     from tests.integration.loopback import free_port, head_args, node_env, port_open, start_node, stop_nodes
 
-    env = node_env(tag)
+    # Actors at niceness 0, as the embedded Ray of the other benchmarks (cluster.worker_niceness): at Ray's 15 any
+    # other work on this shared machine takes the CPU from them, and more engines lose more to it.
+    env = {**node_env(tag), "RAY_worker_niceness": "0"}
     temps = {name: tempfile.mkdtemp(prefix=f"orb{name[0]}", dir="/tmp") for name in NODES}  # short: socket paths
     gcs, dash = free_port(), free_port()
     procs: dict[str, subprocess.Popen] = {}
