@@ -104,7 +104,9 @@ class Controller:
         if trial is not None and step > trial * (1 - cfg.min_gain) and engines > cfg.min_engines:
             self.ceiling = engines - 1
             return self._change(engines - 1, "shrink_no_gain")
-        if wait >= cfg.grow_wait_fraction and busy >= cfg.grow_busy_fraction:
+        # Busy against the wait, not the step: in a synchronous step one engine is busy about as long as the
+        # learners wait, so a bar on its own would never grow a workload whose generation is under half the step.
+        if wait >= cfg.grow_wait_fraction and busy >= cfg.grow_busy_fraction * wait:
             if engines >= cfg.max_engines:
                 return Decision(engines, "hold_at_max")
             if engines >= self.ceiling:
