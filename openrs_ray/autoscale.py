@@ -104,7 +104,9 @@ class Controller:
         if trial is not None and step > trial * (1 - cfg.min_gain) and engines > cfg.min_engines:
             self.ceiling = engines - 1
             return self._change(engines - 1, "shrink_no_gain")
-        if wait >= cfg.grow_wait_fraction and busy >= cfg.grow_busy_fraction:
+        # Busy against the wait, not the step: in a synchronous step one engine is busy about as long as the
+        # learners wait, so a bar on its own would never grow a workload whose generation is under half the step.
+        if wait >= cfg.grow_wait_fraction and busy >= cfg.grow_busy_fraction * wait:
             if engines >= cfg.max_engines:
                 return Decision(engines, "hold_at_max")
             if engines >= self.ceiling:
@@ -187,6 +189,10 @@ class Autoscaler:
         self.start_timeout_s = start_timeout_s  # an engine pending longer is given up (no node for it)
         self.started_at = 0.0
         self.probe = BusyProbe()
+        self.observed: Observation | None = None  # what the last decision was made on (None: no measurement)
+        # The first step warms the engines and learners up (vLLM's first batches, DeepSpeed's first update): it
+        # took twice a steady step in benchmarks/scaling.py, and decided alone would grow any workload.
+        self.warming = True
 
     def step(self, last_metrics: dict[str, Any] | None, manual: int | None) -> Decision:
         """Admit engines that came up, decide the target from the last step, and start or stop engines.
@@ -197,14 +203,17 @@ class Autoscaler:
         if g.admit_ready():
             self.probe.reset()
         have = len(g.engines) + len(g.pending)
+        self.observed = None
         if g.pending and manual is None:
             if time.monotonic() - self.started_at < self.start_timeout_s:
                 return Decision(have, "hold_starting")
             self.controller.ceiling = len(g.engines)  # no node could take them: ask no more for now
             decision = Decision(len(g.engines), "cancel_unplaced")
         else:
-            busy = self.probe.read(g.engines, probe_grace(g.engines))
-            last = observation(last_metrics, busy) if last_metrics else None
+            busy = self.probe.read(g.engines, probe_grace(g.engines))  # read even so: the next reading starts here
+            if last_metrics and self.warming:
+                self.warming, last_metrics = False, None
+            last = self.observed = observation(last_metrics, busy) if last_metrics else None
             decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)
         return decision

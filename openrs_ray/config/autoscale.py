@@ -21,10 +21,11 @@ class AutoscaleConfig(_Section):
     grow_wait_fraction: float = Field(default=0.4, gt=0, le=1)
     """Grow when learners waited for rollouts at least this share of the step ..."""
     grow_busy_fraction: float = Field(default=0.5, ge=0, le=1)
-    """... and the engines were busy generating at least this share of their time (more engines would help)."""
+    """... and the engines were busy generating for at least this share of the time the learners waited (the wait
+    came from generation, so more engines would help; not from verification or a slow reward)."""
     shrink_busy_fraction: float = Field(default=0.3, ge=0, le=1)
     """Shrink when the engines were busy less than this share of their time while learners waited less than
-    grow_wait_fraction (the gap between the two busy thresholds is the dead band that prevents flapping)."""
+    grow_wait_fraction (between the two, the count holds: the dead band that prevents flapping)."""
 
     min_gain: float = Field(default=0.1, ge=0, lt=1)
     """A grow must cut the step time by at least this share (over window_steps after the cool-down), else it
@@ -35,6 +36,4 @@ class AutoscaleConfig(_Section):
     def _ordered(self) -> AutoscaleConfig:
         if self.min_engines > self.max_engines:
             raise ValueError(f"generation.autoscale: min_engines {self.min_engines} > max_engines {self.max_engines}")
-        if self.shrink_busy_fraction >= self.grow_busy_fraction:
-            raise ValueError("generation.autoscale: shrink_busy_fraction must be below grow_busy_fraction")
         return self

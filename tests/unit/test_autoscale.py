@@ -110,11 +110,18 @@ def test_observation_excludes_the_scale_phase() -> None:
     assert obs == Observation(10.0, 5.0, 0.5) and obs.wait_fraction == 0.5
 
 
+def test_a_synchronous_step_grows_when_generation_is_under_half_the_step() -> None:
+    # The scaling benchmark's 1-engine reading: learners waited 45% of the step, the engine was busy 44% of its
+    # time (about as long as they waited). 0.44 >= 0.5 x 0.45, so grow; a bar of 0.5 on busy alone held forever.
+    ctl = Controller(AutoscaleConfig(min_engines=1, max_engines=3, cooldown_steps=0, window_steps=1))
+    assert ctl.decide(1, Observation(10.0, 4.5, 0.44)) == Decision(2, "grow_learners_waiting")
+    # At 2 engines the learners waited 37%: under grow_wait_fraction, and busy 35% is above the shrink bar.
+    assert ctl.decide(2, Observation(8.6, 3.2, 0.35)) == Decision(2, "hold_balanced")
+
+
 def test_config_rejects_inverted_bounds() -> None:
     with pytest.raises(ValueError, match="min_engines 3 > max_engines 2"):
         AutoscaleConfig(min_engines=3, max_engines=2)
-    with pytest.raises(ValueError, match="shrink_busy_fraction"):
-        AutoscaleConfig(grow_busy_fraction=0.3, shrink_busy_fraction=0.3)
 
 
 def test_run_control_operator_count_until_released() -> None:
@@ -196,3 +203,24 @@ def test_probe_waits_only_when_no_generation_is_in_flight() -> None:
     busy = [SimpleNamespace(in_flight=0), SimpleNamespace(in_flight=3)]  # asynchronous: a batch queued
     assert probe_grace(idle) == 1.0 and probe_grace(idle, 2.5) == 2.5
     assert probe_grace(busy) == 0.0 and probe_grace([]) == 1.0
+
+
+class BusyProbe:
+    """A probe that reports the engines busy 80% of the time."""
+
+    def reset(self) -> None:
+        pass
+
+    def read(self, engines: list, grace_s: float = 1.0) -> float:
+        return 0.8
+
+
+def test_hook_skips_the_warm_up_step() -> None:
+    g = Group(1)
+    scaler = Autoscaler(CFG, g, {}, 600.0)
+    scaler.probe = BusyProbe()  # type: ignore[assignment]
+    waiting = {"time_step_s": 10.0, "time_generate_s": 6.0}  # wait 0.6, busy 0.8: generation-bound
+    assert scaler.step(None, None) == Decision(1, "hold_measuring")  # before the first step
+    assert scaler.step(waiting, None) == Decision(1, "hold_measuring") and scaler.observed is None  # its warm-up
+    assert scaler.step(waiting, None) == Decision(2, "grow_learners_waiting")
+    assert scaler.observed == Observation(10.0, 6.0, 0.8) and g.log == ["start 1"]
