@@ -190,9 +190,10 @@ class Autoscaler:
         self.started_at = 0.0
         self.probe = BusyProbe()
         self.observed: Observation | None = None  # what the last decision was made on (None: no measurement)
-        # The first step warms the engines and learners up (vLLM's first batches, DeepSpeed's first update): it
-        # took twice a steady step in benchmarks/scaling.py, and decided alone would grow any workload.
-        self.warming = True
+        # Steps whose metrics are not measurements: the first step warms the engines and learners up (vLLM's
+        # first batches, DeepSpeed's first update; twice a steady step in benchmarks/scaling.py, and alone it would
+        # grow any workload), and so does a new engine's first step (alone it would undo the grow as no gain).
+        self.warming = 1
 
     def step(self, last_metrics: dict[str, Any] | None, manual: int | None) -> Decision:
         """Admit engines that came up, decide the target from the last step, and start or stop engines.
@@ -202,6 +203,7 @@ class Autoscaler:
         g = self.generators
         if g.admit_ready():
             self.probe.reset()
+            self.warming = 2  # the step before the new engine served, and the step that warms it up
         have = len(g.engines) + len(g.pending)
         self.observed = None
         if g.pending and manual is None:
@@ -212,7 +214,7 @@ class Autoscaler:
         else:
             busy = self.probe.read(g.engines, probe_grace(g.engines))  # read even so: the next reading starts here
             if last_metrics and self.warming:
-                self.warming, last_metrics = False, None
+                self.warming, last_metrics = self.warming - 1, None
             last = self.observed = observation(last_metrics, busy) if last_metrics else None
             decision = self.controller.decide(have, last, manual)
         self.apply(decision.target)

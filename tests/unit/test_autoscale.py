@@ -224,3 +224,18 @@ def test_hook_skips_the_warm_up_step() -> None:
     assert scaler.step(waiting, None) == Decision(1, "hold_measuring") and scaler.observed is None  # its warm-up
     assert scaler.step(waiting, None) == Decision(2, "grow_learners_waiting")
     assert scaler.observed == Observation(10.0, 6.0, 0.8) and g.log == ["start 1"]
+
+
+def test_hook_skips_a_new_engines_warm_up_step() -> None:
+    g = Group(1)
+    scaler = Autoscaler(AutoscaleConfig(max_engines=3, cooldown_steps=0, window_steps=1), g, {}, 600.0)
+    scaler.probe = BusyProbe()  # type: ignore[assignment]
+    waiting = {"time_step_s": 10.0, "time_generate_s": 6.0}
+    scaler.warming = 0  # past the run's first step
+    assert scaler.step(waiting, None) == Decision(2, "grow_learners_waiting") and g.log == ["start 1"]
+    assert scaler.step(waiting, None) == Decision(2, "hold_measuring")  # admitted now; measured before it served
+    assert len(g.engines) == 2 and g.pending == []
+    slow = {"time_step_s": 30.0, "time_generate_s": 6.0}  # the new engine's first step: its warm-up
+    assert scaler.step(slow, None) == Decision(2, "hold_measuring") and scaler.observed is None
+    faster = {"time_step_s": 8.0, "time_generate_s": 4.8}  # wait 0.6 at 8 s: the grow paid, grow again
+    assert scaler.step(faster, None) == Decision(3, "grow_learners_waiting")
