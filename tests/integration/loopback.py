@@ -191,3 +191,24 @@ class LoopbackCluster:
         stop_nodes([self.procs["head"]] if "head" in self.procs else [], self.tag)
         for temp in self.temps:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def run_steps(run: Path) -> list[dict]:
+    """The metrics.jsonl lines a run folder holds so far."""
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def poll(what: str, timeout: float, check) -> None:
+    """Poll every 50 ms: a tiny-model step takes well under a second."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def assert_each_prompt_once(steps: list[dict], max_steps: int, per_step: int) -> None:
+    """Steps 1..max_steps were recorded, and no prompt was trained twice or lost."""
+    assert [m["step"] for m in steps] == list(range(1, max_steps + 1))
+    uids = [u for m in steps for u in m["prompt_uids"]]
+    assert len(uids) == max_steps * per_step and len(set(uids)) == len(uids), uids

@@ -26,7 +26,14 @@ import pytest
 from openrs_ray.records.checkpoint import latest_checkpoint, read_state
 from tests.conftest import REPO
 from tests.integration.conftest import leftover_processes
-from tests.integration.loopback import LoopbackCluster, cluster_state, node_env
+from tests.integration.loopback import (
+    LoopbackCluster,
+    assert_each_prompt_once,
+    cluster_state,
+    node_env,
+    poll,
+    run_steps,
+)
 
 # name: (logical CPUs, role resources). The head also holds the drivers (a job's, or the test's).
 HEAD = (2, {"learner": 1})
@@ -47,25 +54,6 @@ def cluster() -> Iterator[LoopbackCluster]:
         c.stop()
     assert not leftover_processes(tag)
     assert all(p.poll() is not None for p in [*c.killed, *c.procs.values()])
-
-
-def _steps(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _poll(what: str, timeout: float, check) -> None:
-    """Poll every 50 ms: a tiny-model step takes well under a second."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _assert_each_prompt_once(steps: list[dict], max_steps: int, per_step: int) -> None:
-    assert [m["step"] for m in steps] == list(range(1, max_steps + 1))
-    uids = [u for m in steps for u in m["prompt_uids"]]
-    assert len(uids) == max_steps * per_step and len(set(uids)) == len(uids), uids
 
 
 def _job_env(c: LoopbackCluster) -> dict[str, str]:
@@ -110,16 +98,16 @@ def test_roles_on_their_nodes_and_a_generator_node_lost(cluster: LoopbackCluster
     proc = _submit(cluster, job_id, overrides)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job = Job(cluster, job_id)
-    _poll("the first step", 600, lambda: len(_steps(run)) >= 1 or job.done())
+    poll("the first step", 600, lambda: len(run_steps(run)) >= 1 or job.done())
     killed = cluster.kill("gen2")  # the node and its engine, mid-run (a batch is always in flight)
-    assert len(_steps(run)) < 8, job.status + job.logs()[-3000:]  # the job was still running
+    assert len(run_steps(run)) < 8, job.status + job.logs()[-3000:]  # the job was still running
     assert len(killed) >= 3  # ray start, its raylet and agents, the engine's worker
-    _poll("the job to end", 600, job.done)
+    poll("the job to end", 600, job.done)
     logs = job.logs()
     assert job.status == "SUCCEEDED", job.status + logs[-4000:]
 
-    steps = _steps(run)
-    _assert_each_prompt_once(steps, 8, 2)  # the lost engine's prompts went to the survivor, none twice
+    steps = run_steps(run)
+    assert_each_prompt_once(steps, 8, 2)  # the lost engine's prompts went to the survivor, none twice
     last = steps[-1]
     assert (last["generator_restarts"], last["nodes_lost"], last["num_engines"]) == (1, 1, 1), last
     assert steps[0]["num_engines"] == 2
@@ -154,7 +142,7 @@ def test_verifier_node_lost_stops_with_a_checkpoint_then_resumes(
               "cluster.placement_timeout_s=5"]  # fmt: skip
     driver = _train(cluster, [*common, f"output_dir={run}"], log)
     try:
-        _poll("the first step", 600, lambda: len(_steps(run)) >= 1 or driver.poll() is not None)
+        poll("the first step", 600, lambda: len(run_steps(run)) >= 1 or driver.poll() is not None)
         assert driver.poll() is None, log.read_text()[-3000:]
         cluster.kill("verify")  # the only node offering `verifier`, mid-run
         t0 = time.monotonic()
@@ -173,7 +161,7 @@ def test_verifier_node_lost_stops_with_a_checkpoint_then_resumes(
                       lines[0])  # fmt: skip
     assert found, lines[0]
     ckpt = Path(found.group(1))
-    done = len(_steps(run))
+    done = len(run_steps(run))
     assert ckpt == latest_checkpoint(run) == run / "checkpoints" / f"step-{done}" and 1 <= done < 6, (ckpt, done)
     state, _, _ = read_state(ckpt)
     assert state["step"] == done and (ckpt / "policy" / "deepspeed").is_dir()
@@ -185,4 +173,4 @@ def test_verifier_node_lost_stops_with_a_checkpoint_then_resumes(
                              timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"(step {done})" in resumed.stdout
-    _assert_each_prompt_once(_steps(run), 6, 2)
+    assert_each_prompt_once(run_steps(run), 6, 2)

@@ -5,7 +5,6 @@ test_multinode.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,32 +22,13 @@ from openrs_ray.errors import VerifiersLost
 from openrs_ray.rewards.pool import VerifierPool
 from tests.conftest import REPO
 from tests.integration.conftest import leftover_processes
-from tests.integration.loopback import wait_for
-
-
-def _steps(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from tests.integration.loopback import assert_each_prompt_once, poll, run_steps, wait_for
 
 
 def _driver(env: dict[str, str], overrides: list[str], log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "openrs_ray.cli", "train", "configs/smoke.yaml", *overrides]
     return subprocess.Popen(cmd, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def _poll(what: str, timeout: float, check) -> None:
-    """Poll every 50 ms: a tiny-model step takes well under a second."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _assert_each_prompt_once(steps: list[dict], max_steps: int, per_step: int) -> None:
-    assert [m["step"] for m in steps] == list(range(1, max_steps + 1))
-    uids = [u for m in steps for u in m["prompt_uids"]]
-    assert len(uids) == max_steps * per_step and len(set(uids)) == len(uids), uids
 
 
 def _shm() -> set[str]:
@@ -78,7 +58,7 @@ def test_learner_lost_stops_at_once_and_auto_resumes(tiny_model: Path, tmp_path:
     driver = _driver(env, overrides, log)
     try:
         marker = run / "checkpoints" / "step-2" / "state.json"
-        _poll("the step-2 checkpoint", 600, lambda: marker.exists() or driver.poll() is not None)
+        poll("the step-2 checkpoint", 600, lambda: marker.exists() or driver.poll() is not None)
         pid = _learner_pid(tag)
         assert pid is not None and driver.poll() is None, log.read_text()[-3000:]
         os.kill(pid, signal.SIGKILL)  # the learner's process dies (as with its node): the ZeRO group is gone
@@ -97,7 +77,7 @@ def test_learner_lost_stops_at_once_and_auto_resumes(tiny_model: Path, tmp_path:
     assert noticed_s < 60, noticed_s  # seen through Ray's error at once, not after learner.timeout_s (1800 s)
     assert "learner rank 0 was lost" in out and "rebuilding from" in out and "step-2" in out, out[-3000:]
     assert "(step 2)" in out  # resumed from the intact step-2 checkpoint
-    _assert_each_prompt_once(_steps(run), 6, 2)
+    assert_each_prompt_once(run_steps(run), 6, 2)
 
 
 @pytest.mark.usefixtures("ray_local")
