@@ -4,6 +4,8 @@ A checkpoint is OUTPUT_DIR/checkpoints/step-N/ with
 - policy/          HF weights + tokenizer (generators restart from them) and policy/deepspeed (optimizer,
                    scheduler, ZeRO partitions: learners restart from them);
 - buffer.pkl       scored groups queued but not yet trained on;
+- step.json        the step's metrics.jsonl line, so a driver killed between the save and the line's write
+                   loses no line: resume restores it (see RunFolder);
 - state.json       step, weight version, data cursor, driver RNG states, and the prompts of every
                    batch dispatched to the engines but not yet collected. Those are re-issued, in order,
                    on resume (their completions are sampled again), so each prompt is trained once.
@@ -26,6 +28,7 @@ import torch
 from openrs_ray.types import Prompt, ScoredGroup
 
 STATE = "state.json"
+STEP_LINE = "step.json"
 
 
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
@@ -59,10 +62,14 @@ def write_state(
     data: dict[str, Any],
     in_flight: list[list[Prompt]],
     buffered: list[ScoredGroup],
+    line: dict[str, Any] | None = None,
 ) -> None:
-    """Write the driver's part of a checkpoint (the learners wrote policy/ already)."""
+    """Write the driver's part of a checkpoint (the learners wrote policy/ already); `line`: the step's
+    metrics.jsonl line, written before state.json so that every complete checkpoint carries it."""
     with (path / "buffer.pkl").open("wb") as f:
         pickle.dump(buffered, f)
+    if line is not None:
+        (path / STEP_LINE).write_text(json.dumps(line))
     state = {
         "step": step,
         "weight_version": version,
@@ -83,6 +90,12 @@ def read_state(path: Path) -> tuple[dict[str, Any], list[list[Prompt]], list[Sco
     with (path / "buffer.pkl").open("rb") as f:
         buffered = pickle.load(f)
     return state, in_flight, buffered
+
+
+def saved_line(path: Path) -> dict[str, Any] | None:
+    """The metrics.jsonl line a checkpoint carries (None: saved without one, e.g. by a failed step's save)."""
+    file = path / STEP_LINE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def _best(output_dir: Path) -> Path | None:

@@ -37,6 +37,10 @@ class RunFolder:
         write_run_json(cfg, self.path, resume_step)
         self.trackers = open_trackers(cfg, self.path)
 
+    def steps(self) -> set[int]:
+        """The steps metrics.jsonl holds a line for."""
+        return {json.loads(line)["step"] for line in self.metrics_path.read_text().splitlines() if line}
+
     def log(self, record: StepRecord | dict[str, Any]) -> None:
         """Append one step's metrics as a JSON line (flushed at once, so a crash loses nothing); send it on."""
         metrics = record.to_dict() if isinstance(record, StepRecord) else record

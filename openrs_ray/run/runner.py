@@ -95,6 +95,8 @@ def _attempt(cfg: RunConfig, ckpt: Path | None, overwrite: bool) -> tuple[Path, 
         if ckpt:
             print(f"resumed from {ckpt} (step {driver.step_idx})")
         hook = _eval_hook(cfg, run.path, driver.tokenizer)
+        if ckpt and driver.step_idx not in run.steps():
+            _restore_line(ckpt, driver, run, hook)
         return _loop(cfg, driver, run, hook), run.path
     finally:
         driver.shutdown()
@@ -108,6 +110,22 @@ def _eval_hook(cfg: RunConfig, run_path: Path, tokenizer: Any) -> Any:
     from openrs_ray.eval.runner import EvalHook
 
     return EvalHook(cfg, run_path, tokenizer)
+
+
+def _restore_line(ckpt: Path, driver: Any, run: Any, hook: Any) -> None:
+    """Write the checkpointed step's metrics line that the killed run never wrote (it died between the save and
+    the write, or during that step's evaluation, which is then run again on the restored weights)."""
+    from openrs_ray.eval.report import flat_metrics
+    from openrs_ray.records.checkpoint import saved_line
+
+    line, step = saved_line(ckpt), driver.step_idx
+    if line is None:  # a checkpoint from before lines were saved with it: say so rather than invent one
+        print(f"openrs-ray: warning: metrics.jsonl has no line for step {step} and {ckpt} carries none")
+        return
+    if hook is not None and hook.due(step) and not any(key.startswith("eval/") for key in line):
+        results = hook.run(step, *driver.eval_targets(), checkpoint=str(ckpt / "policy"))
+        line |= flat_metrics(results)
+    run.log(line)
 
 
 def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
@@ -127,7 +145,7 @@ def _loop(cfg: RunConfig, driver: Any, run: Any, hook: Any) -> Path:
             step = driver.step_idx
             evaluate = hook is not None and hook.due(step)
             if (cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0) or evaluate:
-                saved = driver.save()
+                saved = driver.save(line=m.to_dict())
             if evaluate:  # a checkpoint exists for every evaluated step, so the best one can be kept
                 results = hook.run(step, *driver.eval_targets(), checkpoint=str(saved / "policy"), progress=bar)
                 m.evaluation.update(flat_metrics(results))

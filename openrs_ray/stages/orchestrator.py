@@ -172,18 +172,19 @@ class Orchestrator:
         for batch in in_flight:
             self.flow.submit(batch)
 
-    def save(self, at: DriverState | None = None) -> Path:
+    def save(self, at: DriverState | None = None, line: dict[str, Any] | None = None) -> Path:
         """Checkpoint the run after the current step (see checkpoint.py); keeps the newest keep_last.
 
         `at`: the driver's state when this step began (a step that failed before its update: the learners and the
         broadcast version are still those of the last completed step, the data cursor and batches have moved on).
+        `line`: the step's metrics.jsonl line, kept in the checkpoint.
         """
         path = checkpoint_dir(self.cfg.output_dir, self.step_idx)
         at = at or self._driver_state()
         self.learners.save(str(path / "policy"))
         write_state(
             path, step=self.step_idx, version=self.broadcast.version, data=at.data, in_flight=at.in_flight,
-            buffered=at.buffered,
+            buffered=at.buffered, line=line,
         )  # fmt: skip
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path

@@ -130,13 +130,12 @@ class SupervisedTrainer:
             self.broadcast.publish()
         return self.students, self.verifiers
 
-    def save(self) -> Path:
-        """Checkpoint after the current step: HF + DeepSpeed state, and the data cursor."""
+    def save(self, line: dict[str, Any] | None = None) -> Path:
+        """Checkpoint after the current step: HF + DeepSpeed state, the data cursor and the step's metrics line."""
         path = checkpoint_dir(self.cfg.output_dir, self.step_idx)
         self.learners.save(str(path / "policy"))
-        write_state(
-            path, step=self.step_idx, version=self.step_idx, data=self.source.state(), in_flight=[], buffered=[]
-        )
+        state = self.source.state()
+        write_state(path, step=self.step_idx, version=self.step_idx, data=state, in_flight=[], buffered=[], line=line)
         prune(self.cfg.output_dir, self.cfg.checkpoint.keep_last)
         return path
 

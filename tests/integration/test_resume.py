@@ -1,7 +1,9 @@
 """Exact resume through the CLI: 4 steps straight versus 2 steps, SIGKILL of the driver, resume, 2 more.
 
 Asynchronous mode (max_staleness=1), so a batch is in flight on the engines when the checkpoint is
-taken: it must be re-issued on resume, neither lost nor trained twice.
+taken: it must be re-issued on resume, neither lost nor trained twice. The kill lands right after the step-2
+checkpoint is complete, often before metrics.jsonl has step 2's line; the test makes that the case every time (it
+drops the line), and resume must restore it from the checkpoint.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def test_resume_consumes_the_same_prompts_once(smoke_overrides: list[str], tmp_p
     assert proc.returncode == 0 and not left, proc.stderr[-3000:]
 
     _kill_after_first_checkpoint([*smoke_overrides, *ARGS, f"output_dir={killed}"], killed)
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    written = [json.loads(line) for line in lines if json.loads(line)["step"] == 2]
+    (killed / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] < 2))
     proc, left = run_cli("train", "configs/smoke.yaml", *smoke_overrides, *ARGS, "--resume", str(killed))
     assert proc.returncode == 0 and not left, proc.stderr[-3000:]
     assert "(step 2)" in proc.stdout
@@ -62,6 +67,8 @@ def test_resume_consumes_the_same_prompts_once(smoke_overrides: list[str], tmp_p
     expected = _uids(straight)
     assert [s for s, _ in expected] == [1, 2, 3, 4]
     assert _uids(killed) == expected  # same prompts, same order, each step once
+    restored = json.loads((killed / "metrics.jsonl").read_text().splitlines()[1])
+    assert written in ([], [restored])  # when the killed run wrote it, the restored line is that line
     all_uids = [u for _, uids in expected for u in uids]
     assert len(all_uids) == len(set(all_uids)) == 8
     assert [p.name for p in (killed / "checkpoints").iterdir()] == ["step-4"]  # keep_last=1
