@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -79,9 +80,12 @@ def test_killed_verifier_is_restarted_and_its_group_still_scored(pool: VerifierP
     pool.count_restarts()
     before = pool.restarts
     slow = [_rollout(ADVERSARIAL["tower"], 0), _rollout("\\boxed{72}", 1)]
+    shm = set(Path("/dev/shm").glob("*"))
     refs = pool.score([(prompt, slow)] * 2)
     time.sleep(0.5)
     ray.kill(pool.actors[0], no_restart=False)  # dies mid-group
     groups = ray.get(refs, timeout=120)
     assert [g.components["accuracy"][1] for g in groups] == [1.0, 1.0]
     assert pool.count_restarts() == before + 1
+    # The killed verifier's scoring child held no named semaphore (a multiprocessing.Pool left 6 per kill).
+    assert sorted(set(Path("/dev/shm").glob("*")) - shm) == []
