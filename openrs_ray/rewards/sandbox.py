@@ -91,10 +91,16 @@ class SampleScorer:
             # imports SymPy) or forking a replacement can take seconds on a loaded machine, and that time
             # must not turn the next sample into a false timeout.
             start_s = max(60.0, 10 * self.timeout_s)
-            if not ours.poll(start_s):
+            try:
+                if not ours.poll(start_s):
+                    raise TimeoutError(f"no answer within {start_s:.0f}s")
+                ours.recv()
+            except (EOFError, OSError) as err:
+                child.join(timeout=5)
+                code = child.exitcode
                 self._stop()
-                raise RuntimeError(f"the reward scoring child process did not start within {start_s:.0f}s")
-            ours.recv()
+                why = f"the reward scoring child process failed to start (exit code {code}): {err!r}"
+                raise RuntimeError(why) from err
         return self._conn
 
     def _stop(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -287,15 +290,36 @@ def test_direct_call_in_main_thread_is_bounded(mode: str) -> None:
     assert time.monotonic() - t0 < 4 * math_answer.MATH_VERIFY_TIMEOUT_S  # parse + verify, each at most 5 s
 
 
-def test_signal_free_off_the_main_thread_and_in_the_verifier_child() -> None:
-    """Threads and the pool's child process never arm SIGALRM (the pool's hard timeout bounds the child)."""
+def test_signal_free_off_the_main_thread_and_in_the_verifier_child(tmp_path: Path) -> None:
+    """Threads and the scorer's child process never arm SIGALRM (the parent's deadline bounds the child)."""
     seen: list[int | None] = []
     thread = threading.Thread(target=lambda: seen.append(math_answer._timeout()))
     thread.start()
     thread.join(timeout=10)
-    scorer = SampleScorer({"accuracy": 1.0}, 10.0)
+    probe = tmp_path / "probe.py"  # a reward run in the child: 1.0 where math-verify's timeout is off there
+    probe.write_text(
+        "from openrs_ray.rewards import math_answer\n\n\n"
+        "def signal_free(prompts, completions, **kwargs):\n"
+        "    return [float(math_answer._timeout() is None)] * len(completions)\n"
+    )
+    scorer = SampleScorer({"signal_free": 1.0}, 10.0, {"signal_free": f"{probe}:signal_free"})
     try:
-        child = scorer._fresh_pool().apply_async(math_answer._timeout).get(timeout=120)
+        (child,) = scorer.score([RewardContext("x", "1", 1, 10)])
     finally:
         scorer.close()
-    assert seen == [None] and child is None
+    assert seen == [None] and (child.status, child.components) == ("ok", {"signal_free": 1.0})
+
+
+def test_a_child_that_cannot_start_is_one_error_in_seconds(tmp_path: Path) -> None:
+    """A script that scores without a __main__ guard: the forkserver child re-runs it and exits at start. The
+    scorer says so at once (a multiprocessing.Pool restarted the child in a loop until its 60 s wait ran out)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from openrs_ray.rewards.registry import RewardContext\n"
+        "from openrs_ray.rewards.sandbox import SampleScorer\n"
+        "SampleScorer({'accuracy': 1.0}, 5.0).score([RewardContext('x', '1', 1, 10)])\n"
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 30
+    assert "RuntimeError: the reward scoring child process failed to start (exit code 1)" in proc.stderr
