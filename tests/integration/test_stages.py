@@ -86,10 +86,11 @@ def test_pipeline_sft_then_kd_seq_then_rl(tiny_model: Path, facts: Path, tmp_pat
     sft_final = out / "sft" / "checkpoints" / "step-40" / "policy"
     stages = [
         {"name": "sft", "config": "base.yaml", "overrides": {"stage": "sft", "max_steps": 40, "learner.lr": 3e-3}},
-        # The memorised SFT model is the teacher; the solutions it gets right are kept and trained on.
+        # The memorised SFT model is the teacher; the solutions it gets right are kept and trained on, through LoRA
+        # adapters: the stage's checkpoint is the merged model, which the rl stage starts from.
         {"name": "kd", "config": "base.yaml", "overrides": {
             "stage": "kd_seq", "max_steps": 2, "kd.teacher.path": str(sft_final), "kd.num_solutions": 4,
-            "kd.keep_per_problem": 2, "generation.temperature": 0.5}},
+            "kd.keep_per_problem": 2, "generation.temperature": 0.5, "learner.lora": {"r": 8, "alpha": 16}}},
         {"name": "rl", "config": "base.yaml", "overrides": {"stage": "rl", "max_steps": 2}},
     ]  # fmt: skip
     path = tmp_path / "pipe.yaml"
@@ -110,6 +111,13 @@ def test_pipeline_sft_then_kd_seq_then_rl(tiny_model: Path, facts: Path, tmp_pat
     kept = [json.loads(x) for x in (out / "kd" / "kd_seq" / "solutions.jsonl").read_text().splitlines()]
     assert len(kept) == stats["kept"] and all(accuracy_reward(k["messages"][-1]["content"], k["answer"]) for k in kept)
     assert [m["step"] for m in _metrics(out / "rl")] == [1, 2]
+    kd_summary = json.loads((out / "kd" / "summary.json").read_text())
+    assert 0 < kd_summary["trainable_params"] < kd_summary["total_params"]  # kd_seq trained adapters only
+    assert (Path(records[1]["model"]) / "adapter").is_dir()  # the merged model rl started from, and the adapter
+    rl_summary = json.loads((out / "rl" / "summary.json").read_text())
+    # rl fine-tunes all of the merged model: the base's parameters, without the adapters kd counted on top.
+    base = kd_summary["total_params"] - kd_summary["trainable_params"]
+    assert rl_summary["trainable_params"] == rl_summary["total_params"] == base, (rl_summary, kd_summary)
     # Re-running continues: finished stages are skipped; a stage without DONE.json resumes from its checkpoint.
     (out / "rl" / "DONE.json").unlink()
     proc, left = run_cli("pipeline", str(path), *overrides, timeout=600)
