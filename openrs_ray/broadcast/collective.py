@@ -10,7 +10,9 @@ serves the current version before it is ever a member.
 An engine that died since the last broadcast (e.g. during the update) is replaced before the group forms. One
 lost mid-transfer fails the collective: the sender drains its tensors without sending (ZeRO-3 gathers stay in
 step) and every engine reloads that version through the object store. Under gloo the sender only notices the
-lost peer when its send times out (the channel's timeout), so that rarer case is bounded, not quick.
+lost peer when its send times out (the channel's timeout), so that rarer case is bounded, not quick. Under NCCL,
+torch's default TORCH_NCCL_ASYNC_ERROR_HANDLING (3) ends the process of a member whose collective fails, so on
+GPUs this loss ends learner rank 0 and the run takes the learner-loss path (checkpoint, auto_resume).
 """
 
 from __future__ import annotations
