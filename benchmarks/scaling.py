@@ -283,7 +283,6 @@ def main() -> None:
     meta = {"machine": machine(), "versions": versions(), "nodes": NODES, "args": vars(args), "quick": args.quick,
             "autoscale": AUTOSCALE, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     tag, t_all = uuid.uuid4().hex, time.perf_counter()
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, loopback_cluster(tag, args.register_timeout) as address:
         meta["cluster_up_s"] = time.perf_counter() - t_all
         model = make_tiny_model(Path(tmp) / "tiny")
